@@ -1,0 +1,262 @@
+"""Face detection with MediaPipe's BlazeFace models (Tasks API), tuned for group photos.
+
+BlazeFace looks at a 128 px (short range) or 192 px (full range) square copy of the whole frame, so a 40 px face
+in a 2000 px group photo shrinks to ~4 px and is lost. We therefore run the full-range model on the whole image
+*and* on overlapping tiles, drop tile detections cut by an inner tile edge (a neighbouring tile sees that face
+whole) and merge everything with NMS. ``auto`` adds the short-range model, which is more reliable on big, near
+faces (selfies, webcams).
+
+MediaPipe task objects are not thread-safe, so every call into them holds one lock per detector.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from .paths import WEIGHTS_DIR
+
+# MediaPipe/LiteRT print INFO and WARNING lines (e.g. "Sparsity tensors may not yet be fully supported") on every
+# model load; they are noise for our users. Must be set before mediapipe is imported.
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+log = logging.getLogger(__name__)
+
+DetectorMode = Literal["auto", "short", "full"]
+DETECTOR_MODES: tuple[str, ...] = ("auto", "short", "full")
+
+MODEL_FILES = {
+    "short": "face_detection_short_range.tflite",
+    "full": "face_detection_full_range_sparse.tflite",
+}
+
+KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear", "left_ear")
+"""BlazeFace keypoint order; 'right' is the subject's right, i.e. the eye on the image's left."""
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face found in an image, in that image's pixel coordinates (floats, x to the right, y down)."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    keypoints: np.ndarray = field(repr=False)  # (6, 2) float32, order of KEYPOINT_NAMES
+    source: str = "full"  # which BlazeFace model found it ("short"/"full"): their boxes are framed differently
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix between boxes ``a`` (N, 4) and ``b`` (M, 4) in x1, y1, x2, y2."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    ix1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    iy1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    ix2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    iy2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+
+
+def _intersection_over_smaller(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    ix1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    iy1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    ix2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    iy2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    smaller = np.minimum(area_a[:, None], area_b[None, :])
+    return np.where(smaller > 0, inter / np.maximum(smaller, 1e-9), 0.0)
+
+
+def merge_detections(
+    detections: list[Detection], iou_threshold: float = 0.3, containment_threshold: float = 0.7
+) -> list[Detection]:
+    """Greedy NMS across passes and tiles.
+
+    Besides IoU we suppress a box mostly contained in a better one: the same face seen at two scales gives a
+    small box inside a big one whose IoU can be low.
+    """
+    if not detections:
+        return []
+    order = sorted(range(len(detections)), key=lambda i: -detections[i].score)
+    boxes = np.array([detections[i].box for i in order], dtype=np.float64)
+    iou = box_iou(boxes, boxes)
+    contain = _intersection_over_smaller(boxes, boxes)
+    keep: list[int] = []
+    suppressed = np.zeros(len(order), dtype=bool)
+    for rank in range(len(order)):
+        if suppressed[rank]:
+            continue
+        keep.append(order[rank])
+        suppressed |= (iou[rank] > iou_threshold) | (contain[rank] > containment_threshold)
+    return [detections[i] for i in keep]
+
+
+class _TaskDetector:
+    """One MediaPipe FaceDetector task plus the lock that makes it safe to share."""
+
+    def __init__(self, model_path: Path, min_score: float, source: str):
+        self.source = source
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        options = vision.FaceDetectorOptions(
+            base_options=BaseOptions(model_asset_path=str(model_path)),
+            running_mode=vision.RunningMode.IMAGE,
+            min_detection_confidence=float(min_score),
+            min_suppression_threshold=0.3,
+        )
+        self._task = vision.FaceDetector.create_from_options(options)
+        self._lock = threading.Lock()
+        # Close explicitly: MediaPipe's __del__ at interpreter exit raises "NoneType is not callable".
+        self._finalizer = weakref.finalize(self, _close_task, self._task)
+        atexit.register(self._finalizer)
+
+    def detect(self, rgb: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[Detection]:
+        import mediapipe as mp
+
+        h, w = rgb.shape[:2]
+        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+        with self._lock:
+            result = self._task.detect(image)
+        out = []
+        ox, oy = offset
+        for det in result.detections:
+            bb = det.bounding_box
+            x1 = float(bb.origin_x) + ox
+            y1 = float(bb.origin_y) + oy
+            box = (x1, y1, x1 + float(bb.width), y1 + float(bb.height))
+            kps = np.array([[kp.x * w + ox, kp.y * h + oy] for kp in det.keypoints], dtype=np.float32)
+            if kps.shape != (6, 2):
+                kps = np.zeros((6, 2), dtype=np.float32)
+            out.append(Detection(box=box, score=float(det.categories[0].score), keypoints=kps, source=self.source))
+        return out
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _close_task(task) -> None:
+    try:
+        task.close()
+    except Exception:  # at interpreter exit MediaPipe's executor is already shut down
+        # Mark it closed so MediaPipe's own __del__ does not retry during module teardown and print a traceback;
+        # the process is exiting, so the native handle is reclaimed by the OS.
+        task._handle = None
+
+
+def _tile_origins(length: int, tile: int, overlap: float) -> list[int]:
+    if length <= tile:
+        return [0]
+    step = max(1, int(tile * (1.0 - overlap)))
+    origins = list(range(0, length - tile + 1, step))
+    if origins[-1] + tile < length:
+        origins.append(length - tile)
+    return origins
+
+
+class FaceDetector:
+    """Finds faces with BlazeFace; ``detect(rgb)`` returns :class:`Detection` objects sorted left to right.
+
+    Parameters
+    ----------
+    mode:
+        ``"short"`` (faces within ~2 m: selfies, webcam), ``"full"`` (group photos, small and far faces, with
+        tiling) or ``"auto"`` (both, merged).
+    min_score:
+        Minimum BlazeFace confidence. 0.5 is MediaPipe's default.
+    min_face_size:
+        Drop faces whose box side is smaller than this many pixels (too small to estimate an age from).
+    max_faces:
+        Keep at most this many faces, highest score first (``None``: all).
+    tile_size, tile_overlap:
+        Tiling of the full-range pass; tiles are used only when the image is larger than ``tile_size * 1.25``.
+    """
+
+    def __init__(
+        self,
+        mode: DetectorMode = "auto",
+        min_score: float = 0.5,
+        min_face_size: int = 0,
+        max_faces: int | None = None,
+        tile_size: int = 512,
+        tile_overlap: float = 0.25,
+        weights_dir: Path | str | None = None,
+    ):
+        if mode not in DETECTOR_MODES:
+            raise ValueError(f"detector mode must be one of {DETECTOR_MODES}, not {mode!r}")
+        if not 0.0 <= min_score <= 1.0:
+            raise ValueError(f"min_score must be within [0, 1], not {min_score}")
+        self.mode = mode
+        self.min_score = float(min_score)
+        self.min_face_size = int(min_face_size)
+        self.max_faces = max_faces
+        self.tile_size = int(tile_size)
+        self.tile_overlap = float(tile_overlap)
+        wdir = Path(weights_dir) if weights_dir else WEIGHTS_DIR
+        from .weights import verified_path
+
+        self._short = _TaskDetector(verified_path(MODEL_FILES["short"], wdir), min_score, "short") if mode in ("auto", "short") else None
+        self._full = _TaskDetector(verified_path(MODEL_FILES["full"], wdir), min_score, "full") if mode in ("auto", "full") else None
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        """Detect faces in an RGB uint8 image (use :func:`agegender.imageio.load_image` for anything else)."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError("detect() expects an RGB uint8 array of shape (H, W, 3)")
+        candidates: list[Detection] = []
+        if self._short is not None:
+            candidates += self._short.detect(rgb)
+        if self._full is not None:
+            candidates += self._full.detect(rgb)
+            candidates += self._detect_tiles(rgb)
+        faces = merge_detections(candidates)
+        faces = [d for d in faces if d.score >= self.min_score and min(d.width, d.height) >= self.min_face_size]
+        faces.sort(key=lambda d: -d.score)
+        if self.max_faces is not None:
+            faces = faces[: self.max_faces]
+        faces.sort(key=lambda d: (d.box[0], d.box[1]))
+        return faces
+
+    def _detect_tiles(self, rgb: np.ndarray) -> list[Detection]:
+        h, w = rgb.shape[:2]
+        if max(h, w) <= self.tile_size * 1.25:
+            return []
+        tile = self.tile_size
+        out: list[Detection] = []
+        margin = 2.0
+        for y0 in _tile_origins(h, tile, self.tile_overlap):
+            for x0 in _tile_origins(w, tile, self.tile_overlap):
+                x1, y1 = min(w, x0 + tile), min(h, y0 + tile)
+                for det in self._full.detect(rgb[y0:y1, x0:x1], offset=(x0, y0)):
+                    bx1, by1, bx2, by2 = det.box
+                    # A face cut by an inner tile edge is seen whole by the neighbouring tile (overlap) or by
+                    # the global pass; keeping the partial box would make a worse, off-centre crop.
+                    cut = (x0 > 0 and bx1 <= x0 + margin) or (y0 > 0 and by1 <= y0 + margin) or (
+                        x1 < w and bx2 >= x1 - margin) or (y1 < h and by2 >= y1 - margin)
+                    if not cut:
+                        out.append(det)
+        return out
+
+    def close(self) -> None:
+        for task in (self._short, self._full):
+            if task is not None:
+                task.close()

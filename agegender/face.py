@@ -1,0 +1,67 @@
+"""The per-face result object returned by :class:`agegender.Estimator`."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .groups import p_at_least as _p_at_least
+
+
+@dataclass
+class Face:
+    """One face: where it is, and what the model thinks of its age and gender.
+
+    ``age`` is the expected value of the age distribution ``age_probs`` (101 one-year bins, the last = 100+);
+    ``age_low``/``age_high`` bound its central 80 %; ``groups`` sums the bins into the chosen preset's groups.
+    """
+
+    box: tuple[int, int, int, int]
+    score: float
+    keypoints: np.ndarray
+    age: float
+    age_low: float
+    age_high: float
+    age_probs: np.ndarray
+    groups: "OrderedDict[str, float]"
+    gender: str
+    p_female: float
+    index: int = 0
+    crop: np.ndarray | None = field(default=None, repr=False)  # the exact model input (RGB uint8), for display
+
+    def p_at_least(self, threshold: float) -> float:
+        """P(age ≥ threshold) from the full distribution (not from the point estimate)."""
+        return float(_p_at_least(self.age_probs, threshold))
+
+    @property
+    def gender_confidence(self) -> float:
+        return float(max(self.p_female, 1.0 - self.p_female))
+
+    @property
+    def top_group(self) -> tuple[str, float]:
+        label = max(self.groups, key=self.groups.get)
+        return label, float(self.groups[label])
+
+    def to_dict(self, include_age_probs: bool = False) -> dict[str, Any]:
+        """JSON-safe dict (plain ints, floats, lists, strings)."""
+        out: dict[str, Any] = {
+            "index": int(self.index),
+            "box": [int(v) for v in self.box],
+            "score": round(float(self.score), 4),
+            "keypoints": [[round(float(x), 1), round(float(y), 1)] for x, y in np.asarray(self.keypoints)],
+            "age": round(float(self.age), 2),
+            "age_low": float(self.age_low),
+            "age_high": float(self.age_high),
+            "age_group": self.top_group[0],
+            "groups": {k: round(float(v), 4) for k, v in self.groups.items()},
+            "gender": self.gender,
+            "p_female": round(float(self.p_female), 4),
+            "gender_confidence": round(self.gender_confidence, 4),
+            "p_adult": round(self.p_at_least(18), 4),
+        }
+        if include_age_probs:
+            out["age_probs"] = [round(float(p), 6) for p in self.age_probs]
+        return out

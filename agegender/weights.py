@@ -1,0 +1,122 @@
+"""Bundled weights: the manifest, sha256 verification and pickle-free loading.
+
+Every file in ``weights/`` is listed in ``weights/MANIFEST.json`` with its sha256; a file whose hash does not
+match is refused, so a truncated download or a git-lfs pointer fails loudly here instead of producing garbage
+ages. Model tensors are read with safetensors, never with pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+from .errors import WeightsError
+from .paths import WEIGHTS_DIR
+
+MANIFEST_NAME = "MANIFEST.json"
+MAX_FILE_BYTES = 50 * 1024 * 1024
+
+_verified: dict[tuple[str, int, float], str] = {}
+_lock = threading.Lock()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(weights_dir: Path | str | None = None) -> dict[str, Any]:
+    """The parsed ``MANIFEST.json``: ``{"default_model": ..., "files": {name: entry}}``."""
+    path = Path(weights_dir or WEIGHTS_DIR) / MANIFEST_NAME
+    if not path.is_file():
+        raise WeightsError(f"{path} not found: run agegender from a checkout that includes weights/, "
+                           "or set AGEGENDER_WEIGHTS to that folder")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{path} is not valid JSON: {exc}") from None
+    manifest.setdefault("files", {})
+    return manifest
+
+
+def write_manifest(manifest: dict[str, Any], weights_dir: Path | str | None = None) -> Path:
+    path = Path(weights_dir or WEIGHTS_DIR) / MANIFEST_NAME
+    manifest["files"] = dict(sorted(manifest.get("files", {}).items()))
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def verified_path(name: str, weights_dir: Path | str | None = None) -> Path:
+    """Path of bundled file ``name`` after checking it against the manifest's sha256 and size limit."""
+    wdir = Path(weights_dir or WEIGHTS_DIR)
+    entry = read_manifest(wdir)["files"].get(name)
+    if entry is None:
+        raise WeightsError(f"{name} is not listed in {wdir / MANIFEST_NAME}")
+    path = wdir / name
+    if not path.is_file():
+        raise WeightsError(f"{path} is missing (listed in the manifest)")
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime)
+    with _lock:
+        if _verified.get(key) == entry.get("sha256"):
+            return path
+    if stat.st_size > MAX_FILE_BYTES:
+        raise WeightsError(f"{path} is {stat.st_size / 1e6:.1f} MB, over the 50 MB limit for bundled files")
+    actual = sha256_file(path)
+    if actual != entry.get("sha256"):
+        raise WeightsError(
+            f"{path}: sha256 {actual[:12]}… does not match the manifest ({str(entry.get('sha256'))[:12]}…). "
+            "The file is corrupt, truncated or a git-lfs pointer; restore it from the repository."
+        )
+    with _lock:
+        _verified[key] = actual
+    return path
+
+
+def model_entry(backbone: str, weights_dir: Path | str | None = None) -> tuple[str, dict[str, Any]] | None:
+    """The manifest entry of the trained age/gender model for ``backbone``, or ``None`` if none is bundled."""
+    for name, entry in read_manifest(weights_dir)["files"].items():
+        if entry.get("kind") == "agegender" and entry.get("backbone") == backbone:
+            return name, entry
+    return None
+
+
+def default_backbone(weights_dir: Path | str | None = None) -> str | None:
+    """The backbone the manifest names as default (chosen by measured accuracy), if any."""
+    return read_manifest(weights_dir).get("default_model")
+
+
+def load_state_dict(name: str, weights_dir: Path | str | None = None) -> dict:
+    """Tensors of a bundled safetensors file, verified first; returned as float32."""
+    from safetensors.torch import load_file
+
+    path = verified_path(name, weights_dir)
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except Exception as exc:
+        raise WeightsError(f"{path} is not a readable safetensors file: {exc}") from None
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
+
+
+def register_file(name: str, entry: dict[str, Any], weights_dir: Path | str | None = None) -> dict[str, Any]:
+    """Add or update ``name`` in the manifest with its current sha256 and size (used by export and setup)."""
+    wdir = Path(weights_dir or WEIGHTS_DIR)
+    path = wdir / name
+    try:
+        manifest = read_manifest(wdir)
+    except WeightsError:
+        manifest = {"files": {}}
+    full = dict(entry)
+    full["sha256"] = sha256_file(path)
+    full["bytes"] = path.stat().st_size
+    if full["bytes"] > MAX_FILE_BYTES:
+        raise WeightsError(f"{path} is over the 50 MB limit for bundled files")
+    manifest["files"][name] = full
+    write_manifest(manifest, wdir)
+    return full

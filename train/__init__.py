@@ -1,0 +1,1 @@
+"""Training, evaluation and calibration scripts for agegender (``python -m train ...``)."""
