@@ -12,8 +12,10 @@ MediaPipe task objects are not thread-safe, so every call into them holds one lo
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
+import sys
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -125,7 +127,12 @@ class _TaskDetector:
             min_detection_confidence=float(min_score),
             min_suppression_threshold=0.3,
         )
-        self._task = vision.FaceDetector.create_from_options(options)
+        import mediapipe as mp
+
+        with _native_stderr_silenced():
+            self._task = vision.FaceDetector.create_from_options(options)
+            # Warm-up: the first call allocates buffers and prints a one-off LiteRT alignment warning.
+            self._task.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.zeros((64, 64, 3), np.uint8)))
         self._lock = threading.Lock()
         # Close explicitly: MediaPipe's __del__ at interpreter exit raises "NoneType is not callable".
         self._finalizer = weakref.finalize(self, _close_task, self._task)
@@ -153,6 +160,38 @@ class _TaskDetector:
 
     def close(self) -> None:
         self._finalizer()
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Hide LiteRT's C++ INFO/WARNING lines printed on model load (one per tensor: "Sparsity tensors may not
+    yet be fully supported"). They bypass Python logging, so only redirecting file descriptor 2 silences them.
+    Set AGEGENDER_VERBOSE=1 to see them."""
+    if os.environ.get("AGEGENDER_VERBOSE") == "1":
+        yield
+        return
+    with _STDERR_LOCK:  # two threads swapping fd 2 at once could leave it pointing at /dev/null for good
+        yield from _redirect_fd2_to_devnull()
+
+
+_STDERR_LOCK = threading.Lock()
+
+
+def _redirect_fd2_to_devnull():
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (some embedded interpreters): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _close_task(task) -> None:
@@ -189,8 +228,10 @@ class FaceDetector:
     max_faces:
         Keep at most this many faces, highest score first (``None``: all).
     tile_size, tile_overlap:
-        Tiling of the full-range pass; tiles are used only when the image is larger than ``tile_size * 1.25``.
+        Finest tiles of the full-range pass; used only when the image is larger than one tile.
     """
+
+    SHORT_ONLY_MIN_SCORE = 0.75
 
     def __init__(
         self,
@@ -223,11 +264,15 @@ class FaceDetector:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError("detect() expects an RGB uint8 array of shape (H, W, 3)")
         candidates: list[Detection] = []
-        if self._short is not None:
-            candidates += self._short.detect(rgb)
+        full: list[Detection] = []
         if self._full is not None:
-            candidates += self._full.detect(rgb)
-            candidates += self._detect_tiles(rgb)
+            full = self._full.detect(rgb) + self._detect_tiles(rgb)
+            candidates += full
+        if self._short is not None:
+            short = self._short.detect(rgb)
+            if self._full is not None:
+                short = self._confirmed_short(short, full)
+            candidates += short
         faces = merge_detections(candidates)
         faces = [d for d in faces if d.score >= self.min_score and min(d.width, d.height) >= self.min_face_size]
         faces.sort(key=lambda d: -d.score)
@@ -236,11 +281,36 @@ class FaceDetector:
         faces.sort(key=lambda d: (d.box[0], d.box[1]))
         return faces
 
+    def _confirmed_short(self, short: list[Detection], full: list[Detection]) -> list[Detection]:
+        """In ``auto`` mode the short-range model is there for big, near faces, which it scores highly; its
+        low-score detections that the full-range model does not confirm are mostly false positives (torsos,
+        patterns), so they must clear :attr:`SHORT_ONLY_MIN_SCORE`."""
+        if not short:
+            return short
+        boxes_full = np.array([d.box for d in full]).reshape(-1, 4)
+        kept = []
+        for det in short:
+            confirmed = len(boxes_full) and box_iou(np.array([det.box]), boxes_full).max() > 0.3
+            if confirmed or det.score >= self.SHORT_ONLY_MIN_SCORE:
+                kept.append(det)
+        return kept
+
     def _detect_tiles(self, rgb: np.ndarray) -> list[Detection]:
+        """Full-range detections on a pyramid of overlapping tiles (``tile_size``, 2×, 4× … up to the image).
+
+        A face bigger than a level's overlap may be cut in every tile of that level; the next level (tiles twice
+        as big, overlap twice as big) sees it whole, at a size BlazeFace handles well.
+        """
         h, w = rgb.shape[:2]
-        if max(h, w) <= self.tile_size * 1.25:
-            return []
+        out: list[Detection] = []
         tile = self.tile_size
+        while max(h, w) > tile * 1.25 or (tile == self.tile_size and max(h, w) > tile):
+            out += self._detect_level(rgb, tile)
+            tile *= 2
+        return out
+
+    def _detect_level(self, rgb: np.ndarray, tile: int) -> list[Detection]:
+        h, w = rgb.shape[:2]
         out: list[Detection] = []
         margin = 2.0
         for y0 in _tile_origins(h, tile, self.tile_overlap):
@@ -248,8 +318,8 @@ class FaceDetector:
                 x1, y1 = min(w, x0 + tile), min(h, y0 + tile)
                 for det in self._full.detect(rgb[y0:y1, x0:x1], offset=(x0, y0)):
                     bx1, by1, bx2, by2 = det.box
-                    # A face cut by an inner tile edge is seen whole by the neighbouring tile (overlap) or by
-                    # the global pass; keeping the partial box would make a worse, off-centre crop.
+                    # A face cut by an inner tile edge is seen whole by the neighbouring tile (overlap), by the
+                    # next pyramid level or by the global pass; a partial box would make an off-centre crop.
                     cut = (x0 > 0 and bx1 <= x0 + margin) or (y0 > 0 and by1 <= y0 + margin) or (
                         x1 < w and bx2 >= x1 - margin) or (y1 < h and by2 >= y1 - margin)
                     if not cut:
