@@ -1,0 +1,96 @@
+"""Augmentation (albumentations 2.x) on cached crops, plus the on-device steps: normalisation and mixup.
+
+Cached crops are wider than what the model sees (``context`` 1.25: the central 1/1.25 is exactly the app's
+inference crop). Evaluation takes that centre. Training takes a random resized crop *around* it — side 0.72-0.88
+of the cached crop (the inference crop is 0.8), aspect 0.9-1.1, confined to a central window so the face stays
+framed as the detector + calibrated crop would frame it, with a few pixels of jitter that mimic detector noise.
+
+Transforms work on uint8 and return uint8: batches travel to the device as bytes (4x less than float) and are
+normalised there with the backbone's mean/std from the registry, exactly as ``Estimator.predict_batch`` does.
+
+Each sample is augmented with a generator seeded from (run seed, epoch, index), so augmentation does not depend
+on the number of DataLoader workers or processes, and a resumed run sees the same images as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import random
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+
+CROP_SIDE = (0.72, 0.88)  # random crop side as a fraction of the cached crop (inference crop: 1 / context)
+CROP_ASPECT = (0.9, 1.1)
+CROP_WINDOW = 0.925  # the random crop stays inside this central fraction: at most ~±10 px of shift at 160 px
+ROTATE_DEGREES = 10
+
+
+def train_transform(cache_size: int, input_size: int) -> A.Compose:
+    """Random resized crop within the calibrated framing, flip, small rotation, colour, blur/JPEG, erasing."""
+    window = round(CROP_WINDOW * cache_size)
+    scale = ((CROP_SIDE[0] * cache_size / window) ** 2, (CROP_SIDE[1] * cache_size / window) ** 2)
+    if scale[1] * CROP_ASPECT[1] > 1.0:
+        raise ValueError("CROP_WINDOW is too small for the largest crop")
+    return A.Compose([
+        # Rotate the whole cached crop first, so replicated borders fall mostly outside the part we keep.
+        A.Rotate(limit=ROTATE_DEGREES, border_mode=cv2.BORDER_REPLICATE, p=0.5),
+        A.CenterCrop(window, window),
+        A.RandomResizedCrop(size=(input_size, input_size), scale=scale, ratio=CROP_ASPECT,
+                            interpolation=cv2.INTER_LINEAR, area_for_downscale="image"),
+        A.HorizontalFlip(p=0.5),
+        A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.03, p=0.8),
+        A.ToGray(p=0.1),
+        A.OneOf([
+            A.GaussianBlur(blur_limit=(3, 5), sigma_limit=(0.3, 1.2)),
+            A.ImageCompression(quality_range=(35, 90)),
+        ], p=0.3),
+        # One occluder (hand, mask, sunglasses-sized) filled with a random flat colour.
+        A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.15, 0.35), hole_width_range=(0.15, 0.35),
+                        fill="random_uniform", p=0.25),
+    ])
+
+
+def eval_transform(cache_size: int, context: float, input_size: int) -> A.Compose:
+    """The inference crop: the central ``cache_size / context`` pixels, resized to ``input_size`` if needed."""
+    side = round(cache_size / context)
+    steps: list = [A.CenterCrop(side, side)]
+    if side != input_size:
+        steps.append(A.Resize(input_size, input_size, interpolation=cv2.INTER_AREA if side > input_size
+                              else cv2.INTER_LINEAR))
+    return A.Compose(steps)
+
+
+def augment(transform: A.Compose, image: np.ndarray, seed: int | None = None) -> np.ndarray:
+    """Apply ``transform``; with ``seed``, from a fresh generator shared by all its steps (one stream of draws —
+    ``Compose.set_random_seed`` would give every step the *same* seed and correlate their coin flips)."""
+    if seed is not None:
+        transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
+    return transform(image=image)["image"]
+
+
+class Normalize(torch.nn.Module):
+    """uint8 (B, 3, H, W) → float, minus mean, over std (registry values in 0-1 units), optionally channels_last."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], channels_last: bool = False):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return ((images.float() - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+
+
+def mixup(images: torch.Tensor, targets: tuple[torch.Tensor, ...],
+          alpha: float) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """Mix each sample with a shuffled partner: images and every (soft) target with the same λ ~ Beta(α, α).
+
+    λ is folded to ≥ 0.5 so each sample keeps its own identity. Draws come from torch's global generator, whose
+    state the checkpoints carry, so a resumed run mixes the same pairs."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    lam = max(lam, 1.0 - lam)
+    perm = torch.randperm(images.shape[0]).to(images.device)
+    mixed = images * lam + images[perm] * (1.0 - lam)
+    return mixed, tuple(t * lam + t[perm] * (1.0 - lam) for t in targets)

@@ -1,0 +1,138 @@
+"""Export a run's checkpoint as the app's bundled model: fp16 safetensors + an entry in ``weights/MANIFEST.json``.
+
+    python -m train.export --run runs/efficientnet_lite0 [--which best|last] [--name FILE] [--set-default]
+
+The exported tensors are the EMA weights when the run used ``--ema`` (that is what was validated), cast to
+float16 (half the size; ResNet-50 stays under the 50 MB limit for bundled files) and checked to load strictly
+into ``AgeGenderNet(backbone, dropout=0.0)``, exactly as :class:`agegender.Estimator` builds it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import save_file
+
+from agegender.models import AgeGenderNet, backbone_spec
+from agegender.paths import WEIGHTS_DIR
+from agegender.weights import read_manifest, register_file, write_manifest
+
+from . import checkpoint
+
+LICENSE = ("Trained on UTKFace (non-commercial research use only) and/or All-Age-Faces (research use): these "
+           "weights inherit those terms and are for non-commercial research use only.")
+
+
+def model_tensors(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights to ship: the EMA if the run kept one (it is what was validated), else the live model."""
+    return state["ema"]["module"] if state.get("ema") else state["model"]
+
+
+def to_fp16(tensors: dict[str, torch.Tensor], backbone: str, input_size: int) -> dict[str, torch.Tensor]:
+    """Float tensors as contiguous fp16 (integer buffers kept), after a strict load into the inference model."""
+    AgeGenderNet(backbone, dropout=0.0, input_size=input_size).load_state_dict(tensors, strict=True)
+    return {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
+
+
+def manifest_entry(state: dict[str, Any], source: str) -> dict[str, Any]:
+    """Everything needed to use, trust and reproduce the weights; metrics nest under "val" so that the
+    evaluation tool can add "test" beside them."""
+    cfg = state["config"]
+    spec = backbone_spec(cfg["backbone"])
+    init = "ImageNet-initialised" if cfg["pretrained"] else "trained from scratch"
+    return {
+        "kind": "agegender",
+        "backbone": cfg["backbone"],
+        "input_size": cfg["input_size"],
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "dtype": "float16",
+        "description": f"AgeGenderNet {cfg['backbone']} ({init}) at {cfg['input_size']} px: 101-bin age "
+                       f"distribution and P(female), trained on {' + '.join(cfg['sets'])}",
+        "license": LICENSE,
+        "training_data": {
+            "sets": state["data"],
+            "crops": "train.preprocess cache (detector + calibrated crop, context 1.25); training augments around "
+                     "the inference crop, validation uses it exactly",
+        },
+        "training": {
+            "epochs_completed": round(state["epoch"] + state["epoch_step"] / state["steps_per_epoch"], 3),
+            "selected_epoch": state["best_epoch"],
+            "steps": state["step"],
+            "wall_time_s": round(state["elapsed"], 1),
+            "hardware": state["hardware"],
+            "commands": state["commands"],
+            "checkpoint": source,
+            "weights": "EMA" if state.get("ema") else "final",
+            "config": {k: v for k, v in state["config"].items() if k not in ("resume", "export", "set_default")},
+        },
+        "metrics": {"val": val_metrics(state["metrics"], state["data"])},
+    }
+
+
+def val_metrics(flat: dict[str, float], data: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """``{"utkface": {"mae", "gender_acc", "n"}, …, "combined": {…}}`` from the run's flat ``val_*`` metrics."""
+    out = {}
+    for name in [*data, "combined"]:
+        suffix = "" if name == "combined" else f"_{name}"
+        n = sum(d["val_crops"] for d in data.values()) if name == "combined" else data[name]["val_crops"]
+        out[name] = {"mae": round(flat[f"val_mae{suffix}"], 4), "gender_acc": round(flat[f"val_gender_acc{suffix}"], 4),
+                     "n": n}
+    return out
+
+
+def export_run(run: Path, which: str = checkpoint.BEST, name: str | None = None,
+               weights_dir: Path | None = None, set_default: bool = False,
+               log: Callable[[str], None] = print) -> Path:
+    """Write ``weights_dir/name`` (default ``agegender_{backbone}.safetensors``) and register it in the manifest.
+
+    Any other manifest entry for the same backbone is dropped (its file is left alone): ``Estimator(model=...)``
+    takes the first entry it finds for a backbone, and that must be this one."""
+    weights_dir = Path(weights_dir or WEIGHTS_DIR)
+    state = checkpoint.load(run / which)
+    cfg = state["config"]
+    backbone, input_size = cfg["backbone"], cfg["input_size"]
+    name = name or f"agegender_{backbone}.safetensors"
+    spec = backbone_spec(backbone)
+    tensors = to_fp16(model_tensors(state), backbone, input_size)
+    path = weights_dir / name
+    save_file(tensors, str(path), metadata={
+        "format": "agegender", "backbone": backbone, "input_size": str(input_size),
+        "mean": json.dumps(list(spec.mean)), "std": json.dumps(list(spec.std)),
+    })
+    path.chmod(0o644)  # safetensors creates it owner-only; the app may run as another user
+    manifest = read_manifest(weights_dir)
+    stale = [n for n, e in manifest["files"].items()
+             if n != name and e.get("kind") == "agegender" and e.get("backbone") == backbone]
+    if stale:
+        for n in stale:
+            del manifest["files"][n]
+            log(f"manifest: dropped the entry of {n} (same backbone; file left in place)")
+        write_manifest(manifest, weights_dir)
+    entry = register_file(name, manifest_entry(state, f"{run.name}/{which}"), weights_dir)
+    if set_default:
+        manifest = read_manifest(weights_dir)
+        manifest["default_model"] = backbone
+        write_manifest(manifest, weights_dir)
+    log(f"exported {run / which} -> {path} ({entry['bytes'] / 1e6:.1f} MB, "
+        f"val MAE {state['metrics']['val_mae']:.3f}){', now the default model' if set_default else ''}")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, required=True, help="run folder of python -m train (--out)")
+    parser.add_argument("--which", choices=("best", "last"), default="best")
+    parser.add_argument("--name", default=None, help="file name in the weights folder")
+    parser.add_argument("--weights-dir", type=Path, default=None, help=f"default {WEIGHTS_DIR}")
+    parser.add_argument("--set-default", action="store_true", help="make this backbone the app's default model")
+    args = parser.parse_args(argv)
+    export_run(args.run, f"{args.which}.pt", args.name, args.weights_dir, args.set_default)
+
+
+if __name__ == "__main__":
+    main()

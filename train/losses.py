@@ -1,0 +1,88 @@
+"""Training losses: age as a label distribution over the 101 one-year bins, gender as smoothed BCE.
+
+Targets are *soft* (an age distribution, a gender probability) so mixup can mix them linearly, and both losses
+are linear in their targets: mixing targets is then exactly mixing the two samples' losses.
+
+Why a Gaussian label distribution rather than a one-hot bin: neighbouring ages look alike, and labels (especially
+UTKFace's) are noisy by a few years. Spreading the target over neighbours teaches the head an ordinal structure
+and calibrated widths, which the app shows as an interval.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from agegender.models import NUM_AGE_BINS
+
+DECADES = 10  # 0-9, 10-19, …, 90+
+MAX_BALANCE_WEIGHT = 10.0  # unclipped, the ~100 faces over 90 would weigh ~20x the mean
+
+
+def age_decade(ages: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """Decade index 0 … 9 (90+ is the last)."""
+    if isinstance(ages, torch.Tensor):
+        return torch.clamp(ages.long() // 10, 0, DECADES - 1)
+    return np.clip(np.asarray(ages, dtype=np.int64) // 10, 0, DECADES - 1)
+
+
+def decade_weights(ages: np.ndarray) -> torch.Tensor:
+    """Per-decade sample weights ∝ 1 / frequency, clipped at ``MAX_BALANCE_WEIGHT`` and normalised so the mean
+    weight over ``ages`` (the training set) is 1: the loss scale, hence the learning rate, stays comparable."""
+    counts = np.bincount(age_decade(ages), minlength=DECADES).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(DECADES)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    weights = np.minimum(weights, MAX_BALANCE_WEIGHT)
+    weights /= (weights * counts).sum() / counts.sum()
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+class AgeGenderLoss(torch.nn.Module):
+    """``loss = age_ce + gender_weight * gender_bce`` with optional per-sample (decade-balanced) weights.
+
+    ``targets(ages, genders)`` turns integer labels into soft targets; ``forward`` takes soft targets so that
+    mixup can combine them first.
+    """
+
+    def __init__(self, age_sigma: float = 2.5, age_loss: str = "gaussian", gender_smoothing: float = 0.05,
+                 gender_weight: float = 1.0, balance_weights: torch.Tensor | None = None):
+        super().__init__()
+        if age_loss not in ("gaussian", "onehot"):
+            raise ValueError(f"age_loss must be 'gaussian' or 'onehot', not {age_loss!r}")
+        self.age_sigma = age_sigma
+        self.age_loss = age_loss
+        self.gender_smoothing = gender_smoothing
+        self.gender_weight = gender_weight
+        self.register_buffer("bins", torch.arange(NUM_AGE_BINS, dtype=torch.float32), persistent=False)
+        self.register_buffer("balance", balance_weights, persistent=False)
+
+    def age_targets(self, ages: torch.Tensor) -> torch.Tensor:
+        """(B, 101) target distributions; ages over 100 go to the last bin ("100+")."""
+        ages = ages.float().clamp(0, NUM_AGE_BINS - 1)
+        if self.age_loss == "onehot":
+            return F.one_hot(ages.round().long(), NUM_AGE_BINS).float()
+        logits = -0.5 * ((self.bins[None, :] - ages[:, None]) / self.age_sigma) ** 2
+        return torch.softmax(logits, dim=1)  # truncated at 0 and 100, renormalised
+
+    def targets(self, ages: torch.Tensor, genders: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(age distributions (B, 101), smoothed P(female) (B,), sample weights (B,))."""
+        gender = genders.float() * (1.0 - self.gender_smoothing) + 0.5 * self.gender_smoothing
+        if self.balance is None:
+            weight = torch.ones_like(gender)
+        else:
+            weight = self.balance[age_decade(ages)]
+        return self.age_targets(ages), gender, weight
+
+    def forward(self, age_logits: torch.Tensor, gender_logit: torch.Tensor, age_target: torch.Tensor,
+                gender_target: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(total, age loss, gender loss), batch means of weighted per-sample losses, computed in float32.
+
+        Dividing by the batch size rather than the weight sum keeps this an unbiased estimate of the balanced
+        loss over the training set (whose mean weight is 1)."""
+        age = -(age_target * F.log_softmax(age_logits.float(), dim=1)).sum(1)
+        gender = F.binary_cross_entropy_with_logits(gender_logit.float(), gender_target, reduction="none")
+        age_loss = (age * weight).mean()
+        gender_loss = (gender * weight).mean()
+        return age_loss + self.gender_weight * gender_loss, age_loss, gender_loss

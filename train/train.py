@@ -1,0 +1,343 @@
+"""Train AgeGenderNet on cached crops: ``python -m train`` (one process) or ``torchrun ... -m train`` (DDP).
+
+One run lives in ``--out``: ``last.pt`` / ``best.pt`` (every validation), ``metrics.csv``, ``curves.png`` and
+``train.log``. A run stopped by ``--time-budget`` or ``--max-steps`` — or killed — continues with ``--resume``
+from the exact step it saved, with the same optimizer, schedule, EMA and random state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import math
+import os
+import platform
+import random
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from agegender.models import AgeGenderNet
+
+from . import checkpoint, distributed
+from .augment import Normalize, eval_transform, mixup, train_transform
+from .config import resolve
+from .data import CropSplit, EpochSampler, EvalCrops, TrainCrops, cache_context, load_split, make_loader
+from .distributed import Dist
+from .ema import ModelEMA
+from .losses import AgeGenderLoss, decade_weights
+from .runlog import append_metrics, plot_curves, setup_logger
+from .validation import shard, validate
+
+LOG_EVERY = 20  # steps between progress-bar loss updates (each one syncs the GPU)
+BUDGET_SYNC_EVERY = 10  # steps between the ranks' agreement on --time-budget
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: argparse.Namespace, log: logging.Logger) -> AgeGenderNet:
+    """AgeGenderNet from ``cfg``; ``pretrained=None`` means ImageNet weights when the backbone has them."""
+    if cfg.pretrained is None:
+        try:
+            net = AgeGenderNet(cfg.backbone, dropout=cfg.dropout, pretrained=True, input_size=cfg.input_size)
+            cfg.pretrained = True
+            return net
+        except ValueError as exc:  # the backbone's factory refuses pretrained=True
+            log.info(f"{exc}: training from scratch")
+            cfg.pretrained = False
+    return AgeGenderNet(cfg.backbone, dropout=cfg.dropout, pretrained=cfg.pretrained, input_size=cfg.input_size)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and normalisation parameters (1-D tensors): decaying them only hurts."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable[[int], float]:
+    """LR multiplier per optimizer step: linear warm-up to 1, then cosine down to ``min_ratio``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def autocast_and_scaler(device: torch.device, precision: str) -> tuple[Callable[[], Any], torch.amp.GradScaler, str]:
+    """(autocast context factory, grad scaler, resolved precision). bf16 needs no loss scaling; fp16 does."""
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "fp32"
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    if precision == "fp32":
+        return contextlib.nullcontext, scaler, precision
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return (lambda: torch.autocast(device.type, dtype=dtype)), scaler, precision
+
+
+def hardware(ctx: Dist) -> str:
+    if ctx.device.type == "cuda":
+        return f"{ctx.world_size}x {torch.cuda.get_device_name(ctx.device)}"
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    return f"{ctx.world_size}x CPU process on {cpu} ({os.cpu_count()} cores), torch {torch.__version__}"
+
+
+class Trainer:
+    """Holds one run's state; :meth:`fit` trains until the schedule ends, early stopping, or a stop limit."""
+
+    def __init__(self, cfg: argparse.Namespace, ctx: Dist, started: float, argv: list[str]):
+        self.cfg, self.ctx, self.started = cfg, ctx, started
+        self.out = Path(cfg.out)
+        if ctx.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        distributed.barrier(ctx)
+        self.log = setup_logger(self.out, ctx.is_main)
+        if not cfg.resume and (self.out / checkpoint.LAST).exists():
+            raise SystemExit(f"{self.out} already holds a run: pass --resume to continue it, or another --out")
+        if cfg.resume and not (self.out / checkpoint.LAST).exists():
+            raise SystemExit(f"--resume: {self.out / checkpoint.LAST} not found")
+        seed_everything(cfg.seed)
+        if ctx.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.set_float32_matmul_precision("high")
+
+        self.net = build_model(cfg, self.log)
+        cfg.input_size = self.net.input_size
+        self.net = self.net.to(ctx.device, memory_format=torch.channels_last)  # faster on CPU too (measured)
+        self.normalize = Normalize(self.net.mean, self.net.std, channels_last=True).to(ctx.device)
+        self._build_data()
+        self.ema = ModelEMA(self.net, cfg.ema) if cfg.ema > 0 else None
+        self.optimizer = torch.optim.AdamW(param_groups(self.net, cfg.weight_decay), lr=cfg.lr,
+                                           fused=ctx.device.type == "cuda")
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        warmup = min(round(cfg.warmup_epochs * self.steps_per_epoch), self.total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(self.total_steps, max(warmup, 1), cfg.min_lr_ratio))
+        self.autocast, self.scaler, cfg.precision = autocast_and_scaler(ctx.device, cfg.precision)
+        balance = decade_weights(np.concatenate([s.ages for s in self.train_splits])) if cfg.balance else None
+        self.loss_fn = AgeGenderLoss(cfg.age_sigma, cfg.age_loss, cfg.gender_smoothing, cfg.gender_weight,
+                                     balance).to(ctx.device)
+
+        self.epoch, self.epoch_step, self.step = 0, 0, 0
+        self.best, self.best_epoch, self.bad_epochs = math.inf, 0, 0
+        self.elapsed = 0.0  # training seconds of earlier invocations
+        self.commands: list[str] = []
+        if cfg.resume:
+            self._restore(checkpoint.load(self.out / checkpoint.LAST))
+        self.commands.append(shlex.join(["python", "-m", "train", *argv])
+                             + (f"  # torchrun, world size {ctx.world_size}" if ctx.enabled else ""))
+
+        self.model: nn.Module = self.net
+        if ctx.enabled:
+            self.model = DistributedDataParallel(self.net, device_ids=[ctx.local_rank] if ctx.device.type == "cuda"
+                                                 else None)
+        if cfg.compile:
+            self.model = torch.compile(self.model)
+
+    # ------------------------------------------------------------------ setup
+    def _build_data(self) -> None:
+        cfg, ctx = self.cfg, self.ctx
+        cache = Path(cfg.cache)
+        self.train_splits = [load_split(cache, s, "train", cfg.limit_train, cfg.seed) for s in cfg.sets]
+        self.val_splits = [load_split(cache, s, "val", cfg.limit_val, cfg.seed) for s in cfg.sets]
+        crop = self.train_splits[0].crop_size
+        self.train_set = TrainCrops(self.train_splits, train_transform(crop, cfg.input_size), cfg.seed)
+        self.sampler = EpochSampler(self.train_set, ctx.world_size, ctx.rank, cfg.seed)
+        self.steps_per_epoch = self.sampler.num_samples // cfg.batch_size
+        if self.steps_per_epoch == 0:
+            raise SystemExit(f"{len(self.train_set)} training crops make no batch of {cfg.batch_size} per process")
+        pin = ctx.device.type == "cuda"
+        self.train_loader = make_loader(self.train_set, cfg.batch_size, cfg.workers, pin, self.sampler, cfg.seed)
+        evaluate = eval_transform(crop, cache_context(cache), cfg.input_size)
+        # Validation crops need no augmentation: reading them in the main process costs less than more workers.
+        self.val_loaders = {s.dataset: make_loader(shard(EvalCrops([s], evaluate), ctx), 2 * cfg.batch_size, 0, pin)
+                            for s in self.val_splits}
+
+    def data_summary(self) -> dict[str, Any]:
+        return {split.dataset: {"train_crops": len(split), "val_crops": len(val),
+                                "split_files": [f"train/splits/{split.dataset}_{k}.txt" for k in ("train", "val")]}
+                for split, val in zip(self.train_splits, self.val_splits)}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["model"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.epoch_step, self.step = state["epoch"], state["epoch_step"], state["step"]
+        self.best, self.best_epoch, self.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
+        self.elapsed, self.commands = state["elapsed"], list(state["commands"])
+        checkpoint.restore_rng(state["rng"])
+        if state["world_size"] != self.ctx.world_size and self.epoch_step:
+            self.log.info(f"resuming with {self.ctx.world_size} processes instead of {state['world_size']}: "
+                          "the interrupted epoch continues at the same step, not at the same samples")
+        self.log.info(f"resumed {self.out / checkpoint.LAST}: epoch {self.epoch}, step {self.step}, "
+                      f"best val MAE {self.best:.3f}")
+
+    # ------------------------------------------------------------------ state
+    def state(self, metrics: dict[str, float]) -> dict[str, Any]:
+        return {
+            "model": self.net.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch, "epoch_step": self.epoch_step, "step": self.step,
+            "steps_per_epoch": self.steps_per_epoch,
+            "best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+            "metrics": metrics,
+            "rng": checkpoint.rng_state(),
+            "config": vars(self.cfg),
+            "world_size": self.ctx.world_size,
+            "elapsed": self.elapsed + time.monotonic() - self.started,
+            "hardware": hardware(self.ctx),
+            "commands": self.commands,
+            "data": self.data_summary(),
+        }
+
+    def over_budget(self) -> bool:
+        if self.cfg.time_budget is None:
+            return False
+        over = time.monotonic() - self.started > 60 * self.cfg.time_budget
+        if not self.ctx.enabled:
+            return over
+        return self.step % BUDGET_SYNC_EVERY == 0 and distributed.any_rank(over, self.ctx)
+
+    # ------------------------------------------------------------------ loop
+    def train_step(self, images: torch.Tensor, ages: torch.Tensor, genders: torch.Tensor) -> torch.Tensor:
+        """One optimizer step; returns the detached (total, age, gender) losses."""
+        device = self.ctx.device
+        images = images.to(device, non_blocking=True).float()
+        age_t, gender_t, weight = self.loss_fn.targets(ages.to(device, non_blocking=True),
+                                                       genders.to(device, non_blocking=True))
+        if self.cfg.mixup > 0:
+            # Mixing raw pixels equals mixing normalised ones (normalisation is affine, λ + (1 - λ) = 1).
+            images, (age_t, gender_t, weight) = mixup(images, (age_t, gender_t, weight), self.cfg.mixup)
+        with self.autocast():
+            age_logits, gender_logit = self.model(self.normalize(images))
+        loss, age_loss, gender_loss = self.loss_fn(age_logits, gender_logit, age_t, gender_t, weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.net)
+        self.step += 1
+        self.epoch_step += 1
+        return torch.stack([loss, age_loss, gender_loss]).detach()
+
+    def fit(self) -> None:
+        cfg, ctx, log = self.cfg, self.ctx, self.log
+        log.info(f"{cfg.backbone} (pretrained={cfg.pretrained}) at {cfg.input_size}px on {hardware(ctx)}, "
+                 f"{cfg.precision}; {len(self.train_set)} training crops from {', '.join(cfg.sets)}, "
+                 f"{self.steps_per_epoch} steps/epoch x {cfg.epochs} epochs, "
+                 f"global batch {cfg.batch_size * ctx.world_size}; out {self.out}")
+        stop = self.bad_epochs >= cfg.patience or self.epoch >= cfg.epochs or \
+            (cfg.max_steps is not None and self.step >= cfg.max_steps)
+        while not stop:
+            epoch_started = time.monotonic()
+            self.sampler.set_epoch(self.epoch)
+            self.sampler.skip = self.epoch_step * cfg.batch_size
+            sums = torch.zeros(4, device=ctx.device, dtype=torch.float64)  # 3 losses, steps
+            reason = None
+            bar = tqdm(self.train_loader, total=self.steps_per_epoch, initial=self.epoch_step, disable=not ctx.is_main,
+                       desc=f"epoch {self.epoch + 1}/{cfg.epochs}", dynamic_ncols=True, leave=False,
+                       mininterval=1.0 if sys.stderr.isatty() else 60.0)
+            for images, ages, genders in bar:
+                losses = self.train_step(images, ages, genders)
+                sums[:3] += losses.double()
+                sums[3] += 1
+                if self.step % LOG_EVERY == 0:
+                    bar.set_postfix(loss=f"{float(sums[0] / sums[3]):.3f}",
+                                    lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                    reason = f"--max-steps {cfg.max_steps}"
+                elif self.over_budget():
+                    reason = f"--time-budget {cfg.time_budget} min"
+                if reason:
+                    break
+            bar.close()
+            complete = self.epoch_step >= self.steps_per_epoch
+            epoch_label = self.epoch + 1 if complete else round(self.epoch + self.epoch_step / self.steps_per_epoch, 3)
+            if complete:
+                self.epoch, self.epoch_step = self.epoch + 1, 0
+            improved = self.end_of_period(sums, epoch_label, time.monotonic() - epoch_started, complete)
+            if complete and self.epoch >= cfg.epochs:
+                reason = reason or f"all {cfg.epochs} epochs done"
+            if complete and not improved and self.bad_epochs >= cfg.patience:
+                reason = reason or f"early stop: no val improvement for {cfg.patience} epochs"
+            if reason:
+                log.info(f"stopping: {reason}")
+                stop = True
+        log.info(f"best {cfg.select_on} val MAE {self.best:.3f} at epoch {self.best_epoch}; "
+                 f"checkpoints in {self.out}")
+
+    def end_of_period(self, sums: torch.Tensor, epoch_label: float, seconds: float, complete: bool) -> bool:
+        """Validate, log a metrics row, checkpoint; returns whether the selection metric improved."""
+        cfg, ctx = self.cfg, self.ctx
+        sums = distributed.all_reduce_sum(sums, ctx)
+        train = (sums[:3] / sums[3].clamp_min(1)).tolist()
+        model = self.ema.module if self.ema is not None else self.net
+        metrics = validate(model, self.val_loaders, self.normalize, ctx, self.autocast)
+        key = "val_mae" if cfg.select_on == "combined" else f"val_mae_{cfg.select_on}"
+        improved = metrics[key] < self.best
+        if improved:
+            self.best, self.best_epoch, self.bad_epochs = metrics[key], epoch_label, 0
+        elif complete:
+            self.bad_epochs += 1
+        row = {"epoch": epoch_label, "step": self.step, "lr": self.scheduler.get_last_lr()[0],
+               "train_loss": train[0], "train_age_loss": train[1], "train_gender_loss": train[2],
+               **{k: round(v, 5) for k, v in metrics.items()}, "seconds": round(seconds, 1)}
+        if ctx.is_main:
+            append_metrics(self.out, row)
+            plot_curves(self.out)
+            checkpoint.save(self.state(metrics), self.out / checkpoint.LAST)
+            if improved:
+                shutil.copyfile(self.out / checkpoint.LAST, self.out / checkpoint.BEST)
+            per_set = ", ".join(f"{s} {metrics[f'val_mae_{s}']:.2f}" for s in cfg.sets)
+            self.log.info(f"epoch {epoch_label} step {self.step}: loss {train[0]:.4f} (age {train[1]:.4f}, gender "
+                          f"{train[2]:.4f}) | val MAE {metrics['val_mae']:.3f} ({per_set}), gender acc "
+                          f"{metrics['val_gender_acc']:.4f}{' *' if improved else ''} | {seconds:.0f}s, "
+                          f"{seconds / max(float(sums[3]) / ctx.world_size, 1):.2f}s/step")
+        distributed.barrier(ctx)
+        return improved
+
+
+def main(argv: list[str] | None = None) -> None:
+    started = time.monotonic()
+    argv = sys.argv[1:] if argv is None else argv
+    cfg = resolve(argv, checkpoint.saved_config)
+    ctx = distributed.setup(cfg.device)
+    try:
+        trainer = Trainer(cfg, ctx, started, argv)
+        trainer.fit()
+        if cfg.export and ctx.is_main:
+            from .export import export_run
+
+            export_run(Path(cfg.out), which=checkpoint.BEST, set_default=cfg.set_default, log=trainer.log.info)
+    finally:
+        distributed.cleanup()

@@ -1,0 +1,56 @@
+"""Validation as the app measures it: expected age of the softmax vs. the label (MAE), P(female) ≥ 0.5 accuracy.
+
+Under DDP every rank scores a disjoint shard (``rank::world_size``) of each val set and the *sums* are
+all-reduced, so every rank gets the exact metrics of the full val sets — no sample is dropped or counted twice
+(``DistributedSampler`` would pad with duplicates).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from .distributed import Dist, all_reduce_sum
+
+
+def shard(dataset: Dataset, ctx: Dist) -> Dataset:
+    """This rank's share of a validation set."""
+    return Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size)) if ctx.enabled else dataset
+
+
+@torch.inference_mode()
+def validate(model: nn.Module, loaders: dict[str, DataLoader], normalize: nn.Module, ctx: Dist,
+             autocast: Callable[[], contextlib.AbstractContextManager]) -> dict[str, float]:
+    """``val_mae_{set}``, ``val_gender_acc_{set}`` per set, then ``val_mae`` and ``val_gender_acc`` over all of
+    them together (the union of the val sets, i.e. weighted by their sizes)."""
+    was_training = model.training
+    model.eval()
+    bins = None
+    sums = {}
+    for name, loader in loaders.items():
+        total = torch.zeros(3, dtype=torch.float64, device=ctx.device)  # |error| sum, correct genders, count
+        for images, ages, genders in loader:
+            images = normalize(images.to(ctx.device, non_blocking=True))
+            with autocast():
+                age_logits, gender_logit = model(images)
+            if bins is None:
+                bins = torch.arange(age_logits.shape[1], device=ctx.device, dtype=torch.float32)
+            expected = torch.softmax(age_logits.float(), dim=1) @ bins
+            ages, genders = ages.to(ctx.device), genders.to(ctx.device)
+            total[0] += (expected - ages.float()).abs().sum().double()
+            total[1] += ((gender_logit.float() > 0).long() == genders).sum().double()
+            total[2] += len(ages)
+        sums[name] = all_reduce_sum(total, ctx)
+    model.train(was_training)
+    metrics = {}
+    for name, (abs_err, correct, count) in sums.items():
+        metrics[f"val_mae_{name}"] = float(abs_err / count)
+        metrics[f"val_gender_acc_{name}"] = float(correct / count)
+    everything = torch.stack(list(sums.values())).sum(0)
+    metrics["val_mae"] = float(everything[0] / everything[2])
+    metrics["val_gender_acc"] = float(everything[1] / everything[2])
+    return metrics
