@@ -44,6 +44,10 @@ MODEL_FILES = {
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear", "left_ear")
 """BlazeFace keypoint order; 'right' is the subject's right, i.e. the eye on the image's left."""
 
+_BOX_CENTRE_FROM_KEYPOINTS = {"short": (0.0, 0.03), "full": (0.0, 0.0)}
+"""Box centre minus the mean of the eyes, nose and mouth keypoints, in box widths/heights (mean over ~200
+unclipped detections per model on the group photos and padded UTKFace chips); used for edge-clamped boxes."""
+
 
 @dataclass(frozen=True)
 class Detection:
@@ -149,12 +153,23 @@ class _TaskDetector:
         ox, oy = offset
         for det in result.detections:
             bb = det.bounding_box
-            x1 = float(bb.origin_x) + ox
-            y1 = float(bb.origin_y) + oy
-            box = (x1, y1, x1 + float(bb.width), y1 + float(bb.height))
             kps = np.array([[kp.x * w + ox, kp.y * h + oy] for kp in det.keypoints], dtype=np.float32)
             if kps.shape != (6, 2):
                 kps = np.zeros((6, 2), dtype=np.float32)
+            bw, bh = float(bb.width), float(bb.height)
+            x1 = float(bb.origin_x) + ox
+            y1 = float(bb.origin_y) + oy
+            # MediaPipe clamps a box's origin to 0 but keeps its size, so a face cut by the left/top image edge
+            # comes back shifted inwards by the part that is cut off. Keypoints are not clamped: re-centre the box on
+            # them along the clamped axis (the box then extends past the edge, as it already does right/bottom).
+            if (bb.origin_x <= 0 or bb.origin_y <= 0) and kps.any() and np.all(np.isfinite(kps)):
+                centre = kps[:4].mean(0)
+                dx, dy = _BOX_CENTRE_FROM_KEYPOINTS.get(self.source, (0.0, 0.0))
+                if bb.origin_x <= 0:
+                    x1 = min(float(ox), float(centre[0]) + (dx - 0.5) * bw)
+                if bb.origin_y <= 0:
+                    y1 = min(float(oy), float(centre[1]) + (dy - 0.5) * bh)
+            box = (x1, y1, x1 + bw, y1 + bh)
             out.append(Detection(box=box, score=float(det.categories[0].score), keypoints=kps, source=self.source))
         return out
 

@@ -8,6 +8,7 @@ network runs in inference mode without mutable state.
 
 from __future__ import annotations
 
+import math
 import threading
 import warnings
 from collections import OrderedDict
@@ -197,6 +198,9 @@ class Estimator:
         faces = []
         for i, det in enumerate(detections):
             low, high = age_interval(age_probs[i], 0.8)
+            # The mean of a skewed or two-peaked distribution can lie outside its central 80 % (e.g. 95 % at 28 and
+            # 5 % at 100: mean 31.6, interval 28-28); widen the interval to contain the reported age.
+            low, high = min(low, float(math.floor(ages[i] + 1e-6))), max(high, float(math.ceil(ages[i] - 1e-6)))
             group_values = age_probs[i] @ group_matrix
             faces.append(Face(
                 box=tuple(int(round(v)) for v in det.box),

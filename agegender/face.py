@@ -16,7 +16,8 @@ class Face:
     """One face: where it is, and what the model thinks of its age and gender.
 
     ``age`` is the expected value of the age distribution ``age_probs`` (101 one-year bins, the last = 100+);
-    ``age_low``/``age_high`` bound its central 80 %; ``groups`` sums the bins into the chosen preset's groups.
+    ``age_low``/``age_high`` bound its central 80 % (widened to contain ``age`` when the distribution is skewed);
+    ``groups`` sums the bins into the chosen preset's groups.
     """
 
     box: tuple[int, int, int, int]

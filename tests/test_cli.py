@@ -1,0 +1,206 @@
+"""The ``agegender`` command line, end to end in subprocesses (``--untrained``: random weights, tests only)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from agegender.cli import CSV_FIELDS
+from agegender.groups import PRESETS
+from agegender.paths import WEIGHTS_DIR
+
+from conftest import encode
+
+FACE_KEYS = {"index", "box", "score", "keypoints", "age", "age_low", "age_high", "age_group", "groups", "gender",
+             "p_female", "gender_confidence", "p_adult"}
+UNTRAINED = ["--untrained", "--model", "efficientnet_lite0"]
+
+RECORDS_SCHEMA = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["file", "width", "height", "faces", "error"],
+        "properties": {
+            "file": {"type": "string"},
+            "width": {"type": ["integer", "null"], "minimum": 1},
+            "height": {"type": ["integer", "null"], "minimum": 1},
+            "error": {"type": ["string", "null"]},
+            "annotated": {"type": "string"},
+            "faces": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": sorted(FACE_KEYS),
+                    "additionalProperties": False,
+                    "properties": {
+                        "index": {"type": "integer", "minimum": 1},
+                        "box": {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4},
+                        "score": {"type": "number", "minimum": 0, "maximum": 1},
+                        "keypoints": {"type": "array", "minItems": 6, "maxItems": 6,
+                                      "items": {"type": "array", "items": {"type": "number"}, "minItems": 2,
+                                                "maxItems": 2}},
+                        "age": {"type": "number", "minimum": 0, "maximum": 100},
+                        "age_low": {"type": "number", "minimum": 0, "maximum": 100},
+                        "age_high": {"type": "number", "minimum": 0, "maximum": 100},
+                        "age_group": {"type": "string"},
+                        "groups": {"type": "object", "additionalProperties": {"type": "number"}},
+                        "gender": {"enum": ["female", "male"]},
+                        "p_female": {"type": "number", "minimum": 0, "maximum": 1},
+                        "gender_confidence": {"type": "number", "minimum": 0.5, "maximum": 1},
+                        "p_adult": {"type": "number", "minimum": 0, "maximum": 1},
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    proc = subprocess.run([sys.executable, "-m", "agegender", *args], capture_output=True, text=True, timeout=180,
+                          env=env, cwd=cwd)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def validate_records(records) -> None:
+    try:
+        import jsonschema
+    except ImportError:  # the structural checks below still run
+        pass
+    else:
+        jsonschema.validate(records, RECORDS_SCHEMA)
+    assert isinstance(records, list)
+    for rec in records:
+        assert {"file", "width", "height", "faces", "error"} <= set(rec)
+        assert isinstance(rec["faces"], list)
+        if rec["error"] is None:
+            assert isinstance(rec["width"], int) and isinstance(rec["height"], int)
+        for face in rec["faces"]:
+            assert set(face) == FACE_KEYS
+            assert len(face["box"]) == 4 and all(isinstance(v, int) for v in face["box"])
+            assert face["age_low"] <= face["age"] <= face["age_high"]
+            assert abs(sum(face["groups"].values()) - 1.0) < 1e-3
+            assert face["age_group"] in face["groups"]
+            assert (face["gender"] == "female") == (face["p_female"] >= 0.5)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, astronaut):
+    folder = tmp_path_factory.mktemp("cli_inputs")
+    Image.fromarray(astronaut).save(folder / "astronaut.png")
+    (folder / "notes.jpg").write_text("not an image at all\n")
+    jpeg = encode(astronaut, "JPEG", quality=90)
+    (folder / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 3])
+    (folder / "readme.txt").write_text("ignored: not an image suffix\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def json_run(inputs):
+    return run_cli("predict", str(inputs), "--json", *UNTRAINED)
+
+
+def test_predict_json_folder_with_bad_files(json_run, inputs):
+    assert json_run.returncode == 1, "a failed file must make the exit code 1"
+    records = json.loads(json_run.stdout)
+    validate_records(records)
+    by_name = {Path(r["file"]).name: r for r in records}
+    assert set(by_name) == {"astronaut.png", "notes.jpg", "truncated.jpg"}, "only image suffixes, sorted"
+    assert [Path(r["file"]).name for r in records] == sorted(by_name)
+    good = by_name["astronaut.png"]
+    assert good["error"] is None and (good["width"], good["height"]) == (512, 512)
+    assert len(good["faces"]) == 1
+    x1, y1, x2, y2 = good["faces"][0]["box"]
+    assert 150 <= x1 <= 200 and 250 <= x2 <= 300
+    assert list(good["faces"][0]["groups"]) == list(PRESETS["fairface9"].labels)
+    for name in ("notes.jpg", "truncated.jpg"):
+        bad = by_name[name]
+        assert bad["error"] and bad["faces"] == [] and bad["width"] is None
+        assert name in bad["error"], "the error names the file"
+        assert name in json_run.stderr, "failures are reported on stderr too"
+    assert "not an image" in by_name["notes.jpg"]["error"]
+    assert "truncated" in by_name["truncated.jpg"]["error"] or "corrupt" in by_name["truncated.jpg"]["error"]
+
+
+def test_predict_csv(inputs):
+    proc = run_cli("predict", str(inputs / "astronaut.png"), str(inputs / "notes.jpg"), "--csv", *UNTRAINED)
+    assert proc.returncode == 1
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert proc.stdout.splitlines()[0].split(",") == CSV_FIELDS
+    faces = [r for r in rows if r["file"].endswith("astronaut.png")]
+    assert len(faces) == 1, "one row per face"
+    row = faces[0]
+    assert row["face"] == "1" and row["error"] == ""
+    assert 150 <= int(row["x1"]) <= 200 and 250 <= int(row["x2"]) <= 300
+    assert 0 <= float(row["age"]) <= 100 and row["gender"] in ("female", "male")
+    assert row["age_group"] in PRESETS["fairface9"].labels
+    errors = [r for r in rows if r["file"].endswith("notes.jpg")]
+    assert len(errors) == 1 and "not an image" in errors[0]["error"] and errors[0]["face"] == ""
+
+
+def test_predict_annotate_and_groups(inputs, tmp_path):
+    out_dir = tmp_path / "annotated"
+    proc = run_cli("predict", str(inputs / "astronaut.png"), "--json", "--groups", "life4", "--annotate",
+                   str(out_dir), *UNTRAINED)
+    assert proc.returncode == 0, proc.stderr
+    records = json.loads(proc.stdout)
+    validate_records(records)
+    face = records[0]["faces"][0]
+    assert list(face["groups"]) == list(PRESETS["life4"].labels)
+    assert face["age_group"] in PRESETS["life4"].labels
+    written = sorted(out_dir.glob("*.png"))
+    assert [p.name for p in written] == ["astronaut.annotated.png"]
+    assert records[0]["annotated"] == str(written[0])
+    annotated = np.asarray(Image.open(written[0]).convert("RGB"))
+    original = np.asarray(Image.open(inputs / "astronaut.png").convert("RGB"))
+    assert annotated.shape == original.shape
+    changed = np.any(annotated != original, axis=2)
+    assert changed.any(), "boxes must be drawn"
+    ys, xs = np.nonzero(changed)
+    x1, y1, x2, y2 = face["box"]
+    # Drawing stays around the face box (box outline and label), the rest of the picture is untouched.
+    assert xs.min() >= x1 - 5 and xs.max() <= x2 + 5 + 120 and ys.max() <= y2 + 5
+    assert not changed[300:, :].any() and not changed[:, 350:].any()
+
+
+def test_predict_custom_edges_and_text_output(inputs):
+    proc = run_cli("predict", str(inputs / "astronaut.png"), "--groups", "0,13,18,65", *UNTRAINED)
+    assert proc.returncode == 0, proc.stderr
+    assert "astronaut.png: 1 face(s)" in proc.stdout
+    assert any(g in proc.stdout for g in ("0-12", "13-17", "18-64", "65+"))
+
+
+def test_bad_arguments_are_reported_without_traceback(inputs, tmp_path):
+    proc = run_cli("predict", str(inputs / "astronaut.png"), "--groups", "teenagers", *UNTRAINED)
+    assert proc.returncode == 2 and "fairface9" in proc.stderr
+    proc = run_cli("predict", str(tmp_path / "empty_dir_does_not_exist"), "--json", *UNTRAINED)
+    assert proc.returncode == 1
+    records = json.loads(proc.stdout)
+    assert records[0]["error"] and "no such file" in records[0]["error"]
+
+
+def test_info_json_lists_detector_weights_with_hashes():
+    proc = run_cli("info", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert {"resnet50", "efficientnet_lite0"} <= set(info["backbones"])
+    assert set(PRESETS) <= set(info["presets"])
+    weights = info["weights"]
+    for name in ("face_detection_short_range.tflite", "face_detection_full_range_sparse.tflite"):
+        assert name in weights
+        data = (WEIGHTS_DIR / name).read_bytes()
+        assert weights[name]["sha256"] == hashlib.sha256(data).hexdigest()
+        assert weights[name]["bytes"] == len(data)
+        assert weights[name]["kind"] == "detector"
