@@ -72,7 +72,9 @@ class Estimator:
         self.device = torch.device(device)
         self.weights_info: dict = {}
         self.trained = False
-        self.net = AgeGenderNet(model, dropout=0.0)
+        bundled = model_entry(model, weights_dir) if isinstance(weights, str) and weights == "bundled" else None
+        input_size = int(bundled[1]["input_size"]) if bundled and bundled[1].get("input_size") else None
+        self.net = AgeGenderNet(model, dropout=0.0, input_size=input_size)
         self._load_weights(weights)
         self.net.eval().to(self.device)
         if self.device.type == "cpu":

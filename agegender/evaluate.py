@@ -576,12 +576,45 @@ def run_cli(args: argparse.Namespace) -> int:
     extra = {"dataset": dataset, "mode": mode}
     report = write_report(metrics, out_dir, title, extra=extra)
     write_predictions(rows, out_dir)
+    if args.record:
+        if not estimator.weights_info.get("file") or args.weights:
+            print("agegender evaluate: --record needs the bundled weights (not --weights/--untrained)", file=sys.stderr)
+            return 2
+        record_in_manifest(estimator.weights_info["file"], f"{dataset}:{mode}", metrics, out_dir)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(summary_markdown(metrics, title, extra))
         print(f"report written to {out_dir}/")
     return 0
+
+
+def headline_metrics(metrics: dict) -> dict[str, Any]:
+    """The few numbers a model card quotes, flat: n, MAE, RMSE, ±2/±5, over-18 accuracy with its false-adult
+    and false-minor rates, gender accuracy, fairface9 group accuracy, and detection rate / ms per face."""
+    over = metrics.get("over_18", {})
+    run = metrics.get("run", {})
+    return {
+        "n": metrics.get("n"), "mae": metrics.get("mae"), "rmse": metrics.get("rmse"),
+        "within_2": metrics.get("within_2"), "within_5": metrics.get("within_5"),
+        "over18_accuracy": over.get("accuracy"), "false_adult_rate": over.get("false_adult_rate"),
+        "false_minor_rate": over.get("false_minor_rate"), "gender_accuracy": metrics.get("gender_accuracy"),
+        "fairface9_accuracy": metrics.get("groups", {}).get("fairface9", {}).get("accuracy"),
+        "detection_rate": run.get("detection_rate"), "ms_per_face": run.get("ms_per_face"),
+    }
+
+
+def record_in_manifest(weights_file: str, key: str, metrics: dict, report_dir: Path) -> None:
+    """Put the headline numbers of an evaluation into the model's manifest entry (``metrics.test[key]``), with
+    the path of the full report, so the manifest, README and app quote the same measured figures."""
+    from .weights import read_manifest, write_manifest
+
+    manifest = read_manifest()
+    entry = manifest["files"][weights_file]
+    headline = headline_metrics(metrics)
+    headline["report"] = str(report_dir)
+    entry.setdefault("metrics", {}).setdefault("test", {})[key] = headline
+    write_manifest(manifest)
 
 
 def register_cli(subparsers: Any) -> argparse.ArgumentParser:
@@ -613,6 +646,8 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="for --limit subsets and --pasted positions")
     p.add_argument("--out", default=None, help="report folder (default reports/eval-MODEL-DATASET-MODE)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of the summary table")
+    p.add_argument("--record", action="store_true",
+                   help="also store the headline metrics in weights/MANIFEST.json under metrics.test")
     p.set_defaults(func=run_cli)
     return p
 
