@@ -2,4 +2,5 @@
 
 from .train import main
 
-main()
+if __name__ == "__main__":  # DataLoader workers are spawned and re-import this module: they must not train
+    main()

@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--compile", action="store_true", help="torch.compile the model")
     run.add_argument("--max-steps", type=int, default=None, help="stop after this global step (smoke runs)")
     run.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
-                     help="stop (validate, checkpoint) at the first step past this much training time")
+                     help="stop (validate, checkpoint) at the first step this long after start; --resume goes on")
     run.add_argument("--export", action="store_true", help="export best.pt to weights/ when training ends")
     run.add_argument("--set-default", action="store_true", help="with --export: make it the app's default model")
     return p

@@ -84,8 +84,9 @@ class _Crops(Dataset):
             self._maps = [np.load(s.images, mmap_mode="r") for s in self.splits]
         part = int(np.searchsorted(self.offsets, index, side="right") - 1)
         split, row = self.splits[part], index - int(self.offsets[part])
-        image = augment(self.transform, np.asarray(self._maps[part][split.rows[row]]), seed)
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), int(split.ages[row]), int(split.genders[row])
+        crop = np.array(self._maps[part][split.rows[row]])  # a writable copy, not a view of the read-only map
+        image = np.ascontiguousarray(augment(self.transform, crop, seed))
+        return torch.from_numpy(image).permute(2, 0, 1), int(split.ages[row]), int(split.genders[row])
 
 
 class TrainCrops(_Crops):
@@ -126,7 +127,7 @@ class EpochSampler(DistributedSampler):
 
 
 def _worker_init(_: int) -> None:
-    # Two cores shared by the trainer and its workers: one thread per worker, or they fight each other.
+    # Few cores shared by the trainer and its workers: one thread per worker, or they fight each other.
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
 
@@ -134,10 +135,15 @@ def _worker_init(_: int) -> None:
 def make_loader(dataset: Dataset, batch_size: int, workers: int, pin_memory: bool,
                 sampler: EpochSampler | None = None, shuffle_seed: int = 0) -> DataLoader:
     """A DataLoader with single-threaded, persistent workers; training loaders drop the last partial batch
-    (BatchNorm cannot train on a batch of one)."""
+    (BatchNorm cannot train on a batch of one).
+
+    Workers are *spawned*, not forked: a fork inherits OpenCV's thread pool without its threads, and the first
+    OpenCV call in the child then waits forever for them (seen whenever the parent had augmented images itself,
+    e.g. an earlier run in the same process). Persistent workers pay the few seconds of start-up once per run."""
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin_memory,
         drop_last=sampler is not None, persistent_workers=workers > 0, worker_init_fn=_worker_init,
+        multiprocessing_context="spawn" if workers > 0 else None,
         # Worker seeds come from this generator, not torch's global one (whose state the checkpoint restores).
         generator=torch.Generator().manual_seed(shuffle_seed),
         prefetch_factor=4 if workers > 0 else None,

@@ -32,7 +32,7 @@ from agegender.models import AgeGenderNet
 from . import checkpoint, distributed
 from .augment import Normalize, eval_transform, mixup, train_transform
 from .config import resolve
-from .data import CropSplit, EpochSampler, EvalCrops, TrainCrops, cache_context, load_split, make_loader
+from .data import EpochSampler, EvalCrops, TrainCrops, cache_context, load_split, make_loader
 from .distributed import Dist
 from .ema import ModelEMA
 from .losses import AgeGenderLoss, decade_weights
@@ -163,6 +163,8 @@ class Trainer:
         self.train_splits = [load_split(cache, s, "train", cfg.limit_train, cfg.seed) for s in cfg.sets]
         self.val_splits = [load_split(cache, s, "val", cfg.limit_val, cfg.seed) for s in cfg.sets]
         crop = self.train_splits[0].crop_size
+        if any(s.crop_size != crop for s in self.train_splits + self.val_splits):
+            raise SystemExit(f"{cache}: the sets were cached at different crop sizes; rebuild it with one --size")
         self.train_set = TrainCrops(self.train_splits, train_transform(crop, cfg.input_size), cfg.seed)
         self.sampler = EpochSampler(self.train_set, ctx.world_size, ctx.rank, cfg.seed)
         self.steps_per_epoch = self.sampler.num_samples // cfg.batch_size
@@ -273,7 +275,7 @@ class Trainer:
                 sums[3] += 1
                 if self.step % LOG_EVERY == 0:
                     bar.set_postfix(loss=f"{float(sums[0] / sums[3]):.3f}",
-                                    lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                                    lr=f"{self.scheduler.get_last_lr()[0]:.2e}", refresh=False)
                 if cfg.max_steps is not None and self.step >= cfg.max_steps:
                     reason = f"--max-steps {cfg.max_steps}"
                 elif self.over_budget():

@@ -42,7 +42,7 @@ def validate(model: nn.Module, loaders: dict[str, DataLoader], normalize: nn.Mod
             expected = torch.softmax(age_logits.float(), dim=1) @ bins
             ages, genders = ages.to(ctx.device), genders.to(ctx.device)
             total[0] += (expected - ages.float()).abs().sum().double()
-            total[1] += ((gender_logit.float() > 0).long() == genders).sum().double()
+            total[1] += ((gender_logit.float() >= 0).long() == genders).sum().double()  # P(female) ≥ 0.5, as the app
             total[2] += len(ages)
         sums[name] = all_reduce_sum(total, ctx)
     model.train(was_training)

@@ -1,0 +1,237 @@
+"""The training package on real crops: it learns, resumes exactly, runs under 2-process DDP, and exports weights
+the app loads. A tiny crop cache (64 UTKFace train + 64 val images) is built once with ``train.preprocess``.
+
+Runs use EfficientNet-Lite0 without ImageNet weights (nothing here is about pretraining) on the CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from agegender.models import AgeGenderNet
+from agegender.paths import REPO_DIR, WEIGHTS_DIR, data_root
+from agegender.weights import MAX_FILE_BYTES
+from train import checkpoint
+from train.augment import augment, eval_transform
+from train.config import resolve
+from train.data import load_split
+from train.distributed import Dist
+from train.export import export_run, to_fp16
+from train.losses import AgeGenderLoss, decade_weights
+from train.train import Trainer, main
+
+N_IMAGES = 64
+# Small and fast: 16-image batches, so 4 steps per epoch over the 64 crops; augmentation in the main process
+# except where worker processes are the point (each spawned worker costs seconds of imports).
+BASE = ["--sets", "utkface", "--backbone", "efficientnet_lite0", "--no-pretrained", "--batch-size", "16",
+        "--workers", "0", "--seed", "0"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO_DIR), "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    images = data_root() / "utkface" / "images"
+    if not images.is_dir():
+        pytest.skip(f"needs UTKFace under {images} (set AGEGENDER_DATA to the folder holding utkface/)")
+    out = tmp_path_factory.mktemp("crops")
+    subprocess.run([sys.executable, "-m", "train.preprocess", "--limit", str(N_IMAGES), "--cache", str(out),
+                    "--sets", "utkface", "--splits", "train", "val", "--workers", "1"],
+                   cwd=REPO_DIR, env=_env(), check=True, capture_output=True, timeout=300)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained_run(cache, tmp_path_factory) -> Path:
+    """8 epochs (32 steps) over the 64 crops: enough to see learning, and a checkpoint for the export test."""
+    out = tmp_path_factory.mktemp("run") / "lite0"
+    main(BASE + ["--cache", str(cache), "--out", str(out), "--epochs", "8", "--lr", "3e-3", "--warmup-epochs", "1",
+                 "--ema", "0.9", "--workers", "1"])
+    return out
+
+
+def _metrics(out: Path) -> list[dict[str, str]]:
+    with open(out / "metrics.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _center_crops(cache: Path, n: int = 16) -> np.ndarray:
+    crops = np.load(cache / "utkface_val.npy")[:n]
+    side = crops.shape[1]
+    transform = eval_transform(side, 1.25, 128)
+    return np.stack([augment(transform, c) for c in crops])
+
+
+@pytest.mark.data
+def test_training_lowers_the_loss(trained_run):
+    rows = _metrics(trained_run)
+    assert [float(r["epoch"]) for r in rows] == list(range(1, 9))
+    losses = [float(r["train_loss"]) for r in rows]
+    first, last = np.mean(losses[:2]), np.mean(losses[-2:])
+    assert last < first - 0.3, f"training loss did not drop: {losses}"
+    assert (trained_run / "curves.png").stat().st_size > 0
+    assert (trained_run / "best.pt").is_file() and (trained_run / "train.log").is_file()
+
+
+@pytest.mark.data
+def test_checkpoint_is_weights_only(trained_run):
+    state = torch.load(trained_run / "last.pt", map_location="cpu", weights_only=True)
+    assert state["step"] == 32 and state["epoch"] == 8 and state["epoch_step"] == 0
+    assert state["ema"] is not None and state["config"]["backbone"] == "efficientnet_lite0"
+    assert set(state["rng"]) == {"torch", "cuda", "numpy", "python"}
+
+
+@pytest.mark.data
+def test_resume_continues_exactly(cache, tmp_path):
+    """6 steps straight == 3 steps, stop, resume for 3 more (same step, optimizer state, and weights)."""
+    common = BASE + ["--cache", str(cache), "--epochs", "3", "--lr", "2e-3"]
+    main(common + ["--out", str(tmp_path / "straight"), "--max-steps", "6", "--workers", "2"])
+    main(common + ["--out", str(tmp_path / "split"), "--max-steps", "3"])
+    saved = checkpoint.load(tmp_path / "split" / "last.pt")
+    assert saved["step"] == 3 and saved["epoch"] == 0 and saved["epoch_step"] == 3  # stopped mid-epoch
+
+    # Resumed in-process, without workers: per-sample augmentation seeds make the worker count irrelevant.
+    argv = ["--out", str(tmp_path / "split"), "--resume", "--max-steps", "6", "--workers", "0"]
+    cfg = resolve(argv, checkpoint.saved_config)
+    assert cfg.lr == 2e-3 and cfg.workers == 0 and cfg.max_steps == 6  # saved config, explicit flags on top
+    trainer = Trainer(cfg, Dist(), time.monotonic(), argv)
+    assert trainer.step == 3 and trainer.epoch_step == 3
+    restored = trainer.optimizer.state_dict()
+    assert restored["param_groups"][0]["lr"] == saved["optimizer"]["param_groups"][0]["lr"]
+    for key, value in saved["optimizer"]["state"].items():
+        for name, tensor in value.items():
+            assert torch.equal(restored["state"][key][name], tensor), (key, name)
+    assert trainer.scheduler.state_dict()["last_epoch"] == 3
+    trainer.fit()
+
+    straight = checkpoint.load(tmp_path / "straight" / "last.pt")
+    resumed = checkpoint.load(tmp_path / "split" / "last.pt")
+    assert resumed["step"] == straight["step"] == 6
+    for name, tensor in straight["model"].items():
+        assert torch.allclose(resumed["model"][name].float(), tensor.float(), atol=1e-5, rtol=1e-4), name
+    assert len(resumed["commands"]) == 2
+    rows = _metrics(tmp_path / "split")
+    assert [r["step"] for r in rows] == ["3", "4", "6"]  # mid-epoch stop, end of epoch 1, final stop
+
+
+@pytest.mark.data
+def test_time_budget_stops_with_a_checkpoint(cache, tmp_path):
+    main(BASE + ["--cache", str(cache), "--out", str(tmp_path / "budget"), "--time-budget", "0.0001"])
+    state = checkpoint.load(tmp_path / "budget" / "last.pt")
+    assert state["step"] == 1 and state["epoch_step"] == 1
+    assert "stopping: --time-budget" in (tmp_path / "budget" / "train.log").read_text()
+
+
+@pytest.mark.data
+def test_ddp_two_processes_gloo(cache, tmp_path):
+    out = tmp_path / "ddp"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), "-m", "train", *BASE, "--cache", str(cache), "--out", str(out),
+           "--max-steps", "2", "--limit-val", "40", "--ema", "0.9"]
+    proc = subprocess.run(cmd, cwd=REPO_DIR, env=_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "curves.png", "last.pt", "metrics.csv", "train.log"]
+    lines = (out / "metrics.csv").read_text().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("epoch,step,")  # one header, one row: rank 0 alone writes
+    assert (out / "train.log").read_text().count("training crops") == 1
+    state = checkpoint.load(out / "last.pt")
+    assert state["world_size"] == 2 and state["step"] == 2
+
+    # The all-reduced, sharded validation equals validating the saved EMA model on the full val set in one go.
+    net = AgeGenderNet("efficientnet_lite0", dropout=0.0)
+    net.load_state_dict(state["ema"]["module"])
+    crops = np.load(cache / "utkface_val.npy")
+    assert state["data"]["utkface"]["val_crops"] == 40
+    split = load_split(cache, "utkface", "val", limit=40, seed=0)
+    x = torch.from_numpy(np.stack([augment(eval_transform(160, 1.25, 128), crops[r]) for r in split.rows]))
+    mean, std = torch.tensor(net.mean).view(1, 3, 1, 1) * 255, torch.tensor(net.std).view(1, 3, 1, 1) * 255
+    with torch.inference_mode():
+        age_logits, gender_logit = net.eval()(((x.permute(0, 3, 1, 2).float() - mean) / std))
+    expected = torch.softmax(age_logits, 1) @ torch.arange(101.0)
+    mae = (expected - torch.from_numpy(split.ages).float()).abs().mean().item()
+    assert state["metrics"]["val_mae"] == pytest.approx(mae, abs=1e-3)
+
+
+@pytest.mark.data
+def test_export_loads_in_the_app(trained_run, cache, tmp_path):
+    from agegender import Estimator
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copy(WEIGHTS_DIR / "MANIFEST.json", weights)
+    for detector in WEIGHTS_DIR.glob("*.tflite"):
+        shutil.copy(detector, weights)
+    path = export_run(trained_run, "best.pt", weights_dir=weights, set_default=True, log=lambda _: None)
+    assert path.name == "agegender_efficientnet_lite0.safetensors"
+    with safe_open(str(path), "pt") as fh:
+        meta = fh.metadata()
+        assert fh.get_tensor("age_head.weight").dtype == torch.float16
+    assert meta["backbone"] == "efficientnet_lite0" and meta["input_size"] == "128"
+    assert json.loads(meta["mean"]) == list(AgeGenderNet("efficientnet_lite0").mean)
+
+    manifest = json.loads((weights / "MANIFEST.json").read_text())
+    entry = manifest["files"][path.name]
+    assert manifest["default_model"] == "efficientnet_lite0"
+    assert entry["kind"] == "agegender" and entry["training"]["steps"] == 32
+    assert entry["training_data"]["sets"]["utkface"]["train_crops"] == N_IMAGES
+    assert "non-commercial" in entry["license"]
+    assert set(entry["metrics"]["val"]) == {"utkface", "combined"}
+
+    from_file = Estimator(model="efficientnet_lite0", weights=path, weights_dir=weights)
+    from_manifest = Estimator(weights_dir=weights)  # the default model, through the manifest
+    assert from_manifest.model_name == "efficientnet_lite0" and from_manifest.trained
+    assert from_manifest.weights_info["file"] == path.name
+
+    # fp16 weights predict like the fp32 (EMA) checkpoint they came from.
+    crops = _center_crops(cache)
+    reference = AgeGenderNet("efficientnet_lite0", dropout=0.0)
+    reference.load_state_dict(checkpoint.load(trained_run / "best.pt")["ema"]["module"])
+    mean, std = torch.tensor(reference.mean).view(1, 3, 1, 1) * 255, torch.tensor(reference.std).view(1, 3, 1, 1) * 255
+    with torch.inference_mode():
+        age_logits, gender_logit = reference.eval()((torch.from_numpy(crops).permute(0, 3, 1, 2).float() - mean) / std)
+    ref_age = (torch.softmax(age_logits, 1) @ torch.arange(101.0)).numpy()
+    ref_female = torch.sigmoid(gender_logit).numpy()
+    for est in (from_file, from_manifest):
+        probs, p_female = est.predict_batch(crops)
+        assert np.abs(probs @ np.arange(101) - ref_age).max() < 0.25
+        assert np.abs(p_female - ref_female).max() < 0.01
+        est.close()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_resnet50_fp16_fits_the_bundle_limit(tmp_path):
+    tensors = to_fp16(AgeGenderNet("resnet50", dropout=0.0).state_dict(), "resnet50", 128)
+    save_file(tensors, str(tmp_path / "r50.safetensors"))
+    size = (tmp_path / "r50.safetensors").stat().st_size
+    assert 40e6 < size <= MAX_FILE_BYTES
+
+
+def test_loss_targets_and_balance():
+    loss = AgeGenderLoss(age_sigma=2.5)
+    ages = torch.tensor([0, 30, 100, 116])
+    target, gender, weight = loss.targets(ages, torch.tensor([0, 1, 0, 1]))
+    assert torch.allclose(target.sum(1), torch.ones(4))
+    assert target.argmax(1).tolist() == [0, 30, 100, 100]
+    assert gender.tolist() == pytest.approx([0.025, 0.975, 0.025, 0.975])
+    weights = decade_weights(np.array([25] * 90 + [5] * 10))
+    per_sample = weights[torch.tensor([2] * 90 + [0] * 10)]
+    assert per_sample.mean().item() == pytest.approx(1.0) and weights[0] > weights[2]
