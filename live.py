@@ -1,0 +1,364 @@
+"""Live-camera logic for the Streamlit app: face tracking, label smoothing and the per-frame callback.
+
+Kept apart from the pages (and free of Streamlit imports) so it can be unit-tested without a browser: the
+camera page only wires :class:`LiveAnalyzer.callback` into ``streamlit_webrtc.webrtc_streamer`` and polls
+:meth:`LiveAnalyzer.latest_stats`.
+
+Why a tracker: a per-frame model estimate jitters by several years from one frame to the next, so raw labels
+flicker. Matching faces across frames by box overlap (IoU) and smoothing each track's age distribution and
+P(female) with an exponential moving average gives stable labels, and a frame count shows how much evidence a
+label rests on.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import cv2
+import numpy as np
+
+from agegender import Face
+from agegender.detection import box_iou
+from agegender.groups import age_interval, expected_age
+
+FEMALE_RGB = (204, 121, 167)  # the colours of agegender.annotate (Okabe-Ito, colour-blind safe)
+MALE_RGB = (0, 114, 178)
+
+
+# ---------------------------------------------------------------------------------------------- tracking
+@dataclass
+class Track:
+    """One face followed across frames; ``age_probs``/``p_female`` are EMA-smoothed model outputs."""
+
+    track_id: int
+    box: tuple[float, float, float, float]
+    age_probs: np.ndarray
+    p_female: float
+    hits: int = 1  # frames in which the model saw this face
+    missed: int = 0  # consecutive processed frames without a match
+
+    @property
+    def age(self) -> float:
+        return float(expected_age(self.age_probs))
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return age_interval(self.age_probs, 0.8)
+
+    @property
+    def gender(self) -> str:
+        return "female" if self.p_female >= 0.5 else "male"
+
+    def label(self) -> str:
+        """Short on-video label: id, gender initial, smoothed age and how many frames it rests on."""
+        return f"#{self.track_id} {self.gender[0].upper()} {self.age:.0f} ({self.hits}f)"
+
+
+class FaceTracker:
+    """Greedy IoU matching of new detections to existing tracks, with EMA smoothing of their estimates.
+
+    ``alpha`` is the weight of the newest frame (0.3: a label settles within ~5 processed frames yet follows a
+    new person quickly). A track survives ``max_missed`` processed frames without a match so a blink of the
+    detector does not reset its history.
+    """
+
+    def __init__(self, iou_threshold: float = 0.3, alpha: float = 0.3, max_missed: int = 5):
+        if not 0.0 < alpha <= 1.0:
+            raise ValueError("alpha must lie in (0, 1]")
+        self.iou_threshold = float(iou_threshold)
+        self.alpha = float(alpha)
+        self.max_missed = int(max_missed)
+        self.tracks: list[Track] = []
+        self._next_id = 1
+
+    def reset(self) -> None:
+        self.tracks = []
+        self._next_id = 1
+
+    def update(self, faces: Sequence[Face]) -> list[Track]:
+        """Fold one processed frame's faces into the tracks; returns the tracks seen in this frame."""
+        boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
+        track_boxes = np.array([t.box for t in self.tracks], dtype=np.float64).reshape(-1, 4)
+        iou = box_iou(boxes, track_boxes) if len(faces) and self.tracks else np.zeros((len(faces), len(self.tracks)))
+        matched_faces: set[int] = set()
+        matched_tracks: set[int] = set()
+        # Greedy on descending IoU: optimal enough for a handful of faces, and deterministic.
+        for flat in np.argsort(-iou, axis=None):
+            fi, ti = np.unravel_index(flat, iou.shape)
+            if iou[fi, ti] < self.iou_threshold:
+                break
+            if fi in matched_faces or ti in matched_tracks:
+                continue
+            matched_faces.add(int(fi))
+            matched_tracks.add(int(ti))
+            self._fold(self.tracks[ti], faces[fi])
+        seen = [self.tracks[i] for i in sorted(matched_tracks)]
+        for i, track in enumerate(self.tracks):
+            if i not in matched_tracks:
+                track.missed += 1
+        for fi, face in enumerate(faces):
+            if fi not in matched_faces:
+                track = Track(self._next_id, tuple(float(v) for v in face.box),
+                              np.asarray(face.age_probs, float).copy(), float(face.p_female))
+                self._next_id += 1
+                self.tracks.append(track)
+                seen.append(track)
+        self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
+        return sorted(seen, key=lambda t: t.box[0])
+
+    def _fold(self, track: Track, face: Face) -> None:
+        a = self.alpha
+        track.age_probs = (1.0 - a) * track.age_probs + a * np.asarray(face.age_probs, dtype=np.float64)
+        track.p_female = (1.0 - a) * track.p_female + a * float(face.p_female)
+        track.box = tuple(float(v) for v in face.box)  # boxes follow the newest frame: no lag in position
+        track.hits += 1
+        track.missed = 0
+
+
+def draw_tracks(rgb: np.ndarray, tracks: Sequence[Track], show_labels: bool = True) -> np.ndarray:
+    """Boxes and labels of ``tracks`` drawn on ``rgb`` in place (it is a fresh frame buffer); returns it."""
+    h, w = rgb.shape[:2]
+    thickness = max(1, int(round(max(h, w) / 400)))
+    for t in tracks:
+        x1, y1, x2, y2 = (int(round(v)) for v in t.box)
+        colour = FEMALE_RGB if t.gender == "female" else MALE_RGB
+        cv2.rectangle(rgb, (x1, y1), (x2, y2), colour, thickness, cv2.LINE_AA)
+        text = t.label() if show_labels else f"#{t.track_id}"
+        scale = max(0.4, min(1.0, (x2 - x1) / 160))
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        ty = y1 - 4 if y1 - th - base - 4 >= 0 else min(h - 1, y2 + th + 4)
+        tx = min(max(0, x1), max(0, w - tw - 2))
+        cv2.rectangle(rgb, (tx, ty - th - base), (tx + tw + 2, ty + base // 2), colour, -1)
+        cv2.putText(rgb, text, (tx + 1, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return rgb
+
+
+# ---------------------------------------------------------------------------------------------- the analyzer
+@dataclass(frozen=True)
+class LiveStats:
+    """What the page shows under the video; handed over through a queue, so it is immutable."""
+
+    fps: float  # frames per second leaving the callback (what the viewer sees)
+    inference_fps: float  # processed (detected + estimated) frames per second
+    latency_ms: float  # detection + model time of the last processed frame
+    faces: int
+    frames: int
+    rows: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    error: str | None = None  # why the last analysis failed, if it did
+
+
+class LiveAnalyzer:
+    """The per-session state behind one ``webrtc_streamer``: estimator, tracker, throttle and statistics.
+
+    ``callback`` runs in streamlit-webrtc's worker thread; with ``async_processing=True`` that worker already
+    skips frames that queued up while it was busy. The model itself runs in a thread of its own
+    (``background=True``): the callback hands it the newest frame only when it is idle and at least
+    ``min_interval_s`` have passed since the last analysis, and meanwhile draws the latest tracks on every
+    frame. So the video keeps its frame rate however slow the CPU, and boxes lag by at most one analysis.
+    ``background=False`` analyses inline (deterministic, for tests). Statistics reach the page through a
+    one-slot queue: the page only wants the newest.
+    """
+
+    def __init__(self, estimator: Any, *, show_labels: bool = True, min_interval_s: float = 0.0,
+                 background: bool = True, tracker: FaceTracker | None = None,
+                 clock: Callable[[], float] = time.perf_counter, idle_exit_s: float = 10.0):
+        self.estimator = estimator
+        self.show_labels = show_labels
+        self.min_interval_s = float(min_interval_s)
+        self.background = background
+        self.tracker = tracker or FaceTracker()
+        self.stats_queue: "queue.Queue[LiveStats]" = queue.Queue(maxsize=1)
+        self.idle_exit_s = float(idle_exit_s)
+        self.error: str | None = None
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pending: tuple[np.ndarray, float] | None = None
+        self._busy = False
+        self._tracks: list[Track] = []
+        self._last_inference = -1e9
+        self._latency_ms = 0.0
+        self._frame_times: deque[float] = deque(maxlen=30)
+        self._inference_times: deque[float] = deque(maxlen=30)
+        self._frames = 0
+
+    def reset(self) -> None:
+        """Forget tracks and statistics (a new stream, or another model/detector)."""
+        with self._lock:
+            self.tracker.reset()
+            self._tracks = []
+            self._frame_times.clear()
+            self._inference_times.clear()
+            self._frames = 0
+            self._latency_ms = 0.0
+            self._last_inference = -1e9
+            self.error = None
+        self._drain()
+
+    def process_rgb(self, rgb: np.ndarray) -> np.ndarray:
+        """Start an analysis of this frame when due, draw the latest tracks on it, return it for display."""
+        now = self._clock()
+        with self._lock:
+            due = not self._busy and now - self._last_inference >= self.min_interval_s
+            if due:
+                self._busy = True
+                if self.background:
+                    self._pending = (rgb.copy(), now)  # the frame buffer is drawn on below
+                    self._ensure_worker()
+                    self._wake.set()
+        if due and not self.background:
+            self._analyse(rgb, now)
+        with self._lock:
+            tracks = list(self._tracks)
+            self._frame_times.append(now)
+            self._frames += 1
+            stats = self._stats(tracks)
+        self._publish(stats)
+        return draw_tracks(rgb, tracks, self.show_labels)
+
+    def callback(self, frame: Any) -> Any:
+        """``video_frame_callback`` for streamlit-webrtc: av.VideoFrame in, annotated av.VideoFrame out."""
+        import av  # imported here so the module stays importable (and testable) without PyAV
+
+        rgb = frame.to_ndarray(format="rgb24")
+        out = self.process_rgb(np.ascontiguousarray(rgb))
+        return av.VideoFrame.from_ndarray(out, format="rgb24")
+
+    def latest_stats(self) -> LiveStats | None:
+        """The newest statistics, or ``None`` when no frame arrived since the last call."""
+        try:
+            return self.stats_queue.get_nowait()
+        except queue.Empty:
+            return None
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Block until no analysis is pending or running (tests, benchmarks); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._busy:
+                    return True
+            time.sleep(0.005)
+        return False
+
+    # -------------------------------------------------------------- internals
+    def _analyse(self, rgb: np.ndarray, started: float) -> None:
+        with self._lock:
+            estimator = self.estimator
+        t0 = self._clock()
+        try:
+            faces = estimator.predict(rgb, keep_crops=False)
+            error = None
+        except Exception as exc:  # keep the stream alive and say why there are no boxes
+            faces, error = [], f"{type(exc).__name__}: {exc}"
+        latency = (self._clock() - t0) * 1000.0
+        with self._lock:
+            self._tracks = self.tracker.update(faces)
+            self._latency_ms = latency
+            self._last_inference = started
+            self._inference_times.append(started)
+            self.error = error
+            self._busy = False
+
+    def _ensure_worker(self) -> None:
+        """Start the analysis thread if it is not running (call with the lock held)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._worker, name="agegender-live", daemon=True)
+            self._thread.start()
+
+    def _worker(self) -> None:
+        """Analyse handed-over frames; exit after ``idle_exit_s`` without one (the stream stopped)."""
+        while True:
+            woke = self._wake.wait(timeout=self.idle_exit_s)
+            with self._lock:
+                self._wake.clear()
+                item, self._pending = self._pending, None
+                if item is None and not woke:
+                    self._thread = None
+                    return
+            if item is not None:
+                self._analyse(*item)
+
+    @staticmethod
+    def _rate(times: deque) -> float:
+        if len(times) < 2 or times[-1] <= times[0]:
+            return 0.0
+        return (len(times) - 1) / (times[-1] - times[0])
+
+    def _stats(self, tracks: list[Track]) -> LiveStats:
+        rows = tuple({"track": t.track_id, "age": round(t.age, 1),
+                      "age 80 %": f"{t.interval[0]:.0f}-{t.interval[1]:.0f}", "gender": t.gender,
+                      "P(female)": round(t.p_female, 3), "frames seen": t.hits} for t in tracks)
+        return LiveStats(fps=self._rate(self._frame_times), inference_fps=self._rate(self._inference_times),
+                         latency_ms=self._latency_ms, faces=len(tracks), frames=self._frames, rows=rows,
+                         error=self.error)
+
+    def _publish(self, stats: LiveStats) -> None:
+        self._drain()
+        try:
+            self.stats_queue.put_nowait(stats)
+        except queue.Full:  # another frame published in between: it is just as new
+            pass
+
+    def _drain(self) -> None:
+        try:
+            while True:
+                self.stats_queue.get_nowait()
+        except queue.Empty:
+            pass
+
+
+# ---------------------------------------------------------------------------------------------- ICE servers
+def ice_servers_from_secrets(secrets: Mapping[str, Any] | None) -> list[dict[str, Any]] | None:
+    """ICE servers for WebRTC from the app's secrets (``[webrtc]`` table), see the README for the format.
+
+    - ``ice_servers = [{urls = [...], username = ..., credential = ...}, ...]``: used as given;
+    - ``turn_url``/``turn_username``/``turn_credential`` (+ optional ``stun_url``): one TURN (and STUN) server;
+    - ``provider = "auto"``: ``None``, i.e. let streamlit-webrtc pick (it reads Twilio/Cloudflare/Hugging Face
+      credentials from the environment, otherwise uses a public STUN server);
+    - nothing: ``[]``, no server at all, which works on localhost and in a LAN without any outside request.
+    """
+    conf = dict((secrets or {}).get("webrtc", {}) or {})
+    if conf.get("ice_servers"):
+        return [_ice_entry(s) for s in conf["ice_servers"]]
+    servers: list[dict[str, Any]] = []
+    if conf.get("stun_url"):
+        servers.append({"urls": _as_list(conf["stun_url"])})
+    if conf.get("turn_url"):
+        entry: dict[str, Any] = {"urls": _as_list(conf["turn_url"])}
+        if conf.get("turn_username") is not None:
+            entry["username"] = str(conf["turn_username"])
+        if conf.get("turn_credential") is not None:
+            entry["credential"] = str(conf["turn_credential"])
+        servers.append(entry)
+    if servers:
+        return servers
+    if str(conf.get("provider", "")).lower() == "auto":
+        return None
+    return []
+
+
+def _as_list(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+
+
+def _ice_entry(server: Any) -> dict[str, Any]:
+    if isinstance(server, str):
+        return {"urls": [server]}
+    server = dict(server)
+    if "urls" not in server:
+        raise ValueError("each [webrtc] ice_servers entry needs 'urls'")
+    out: dict[str, Any] = {"urls": _as_list(server["urls"])}
+    for key in ("username", "credential"):
+        if server.get(key) is not None:
+            out[key] = str(server[key])
+    return out
+
+
+__all__ = ["FaceTracker", "LiveAnalyzer", "LiveStats", "Track", "draw_tracks", "ice_servers_from_secrets"]

@@ -1,0 +1,105 @@
+"""Live camera page: the webcam stream through streamlit-webrtc, boxes and smoothed labels per face.
+
+Follows the streamlit-webrtc examples: the frame callback runs in the component's worker thread (never in the
+script), heavy objects come from ``st.cache_resource``, and results reach the page through a thread-safe queue
+that a fragment polls once a second. A snapshot mode (``st.camera_input``) covers browsers and networks where
+WebRTC cannot connect.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+from streamlit_webrtc import WebRtcMode, webrtc_streamer
+
+import live
+import ui
+
+settings = ui.page_setup("Live camera")
+st.title("Live camera")
+st.caption("Allow camera access, then press START. Frames are analysed in memory and never recorded. "
+           + ui.PRIVACY)
+estimator = ui.load_estimator(settings)
+
+mode = st.radio("Mode", ["Live video", "Snapshot"], horizontal=True, key="live_mode",
+                help="Use Snapshot when the live video does not start (some networks block WebRTC).")
+
+
+def analyzer_for(estimator, settings: ui.Settings, min_interval_s: float) -> live.LiveAnalyzer:
+    """This session's analyzer, kept across reruns; a new model/detector resets its tracks."""
+    analyzer: live.LiveAnalyzer | None = st.session_state.get("_live_analyzer")
+    if analyzer is None:
+        analyzer = live.LiveAnalyzer(estimator, show_labels=settings.show_labels, min_interval_s=min_interval_s)
+        st.session_state["_live_analyzer"] = analyzer
+    elif analyzer.estimator is not estimator:
+        analyzer.estimator = estimator
+        analyzer.reset()
+    analyzer.show_labels = settings.show_labels
+    analyzer.min_interval_s = min_interval_s
+    return analyzer
+
+
+def rtc_configuration() -> dict | None:
+    """ICE servers from ``st.secrets`` ([webrtc] table, see README); none at all by default (localhost/LAN)."""
+    try:
+        secrets = st.secrets.to_dict()
+    except Exception:  # no secrets.toml: that is the default, not an error
+        secrets = {}
+    try:
+        servers = live.ice_servers_from_secrets(secrets)
+    except (TypeError, ValueError) as exc:
+        st.error(f"Ignoring the [webrtc] secrets: {exc}")
+        servers = []
+    return None if servers is None else {"iceServers": servers}
+
+
+if mode == "Live video":
+    interval_ms = st.select_slider(
+        "Analyse at most every", options=[0, 100, 200, 500, 1000], value=0, key="live_interval",
+        format_func=lambda ms: "frame the CPU can keep up with" if ms == 0 else f"{ms} ms",
+        help="Between analysed frames the last boxes are drawn again, so the video stays fluid on a slow CPU.",
+    )
+    analyzer = analyzer_for(estimator, settings, interval_ms / 1000.0)
+    video_col, stats_col = st.columns([3, 2], gap="medium")
+    with video_col:
+        ctx = webrtc_streamer(
+            key="agegender-live",
+            mode=WebRtcMode.SENDRECV,
+            rtc_configuration=rtc_configuration(),
+            media_stream_constraints={"video": {"width": {"ideal": 640}, "height": {"ideal": 480}}, "audio": False},
+            video_frame_callback=analyzer.callback,
+            async_processing=True,  # the worker keeps only the newest frame when the model falls behind
+        )
+    playing = bool(ctx.state.playing)
+    if not playing:
+        st.session_state.pop("_live_last_stats", None)
+
+    @st.fragment(run_every=1.0 if playing else None)
+    def stats_panel() -> None:
+        stats = analyzer.latest_stats() or st.session_state.get("_live_last_stats")
+        if stats is not None:
+            st.session_state["_live_last_stats"] = stats
+        m1, m2 = st.columns(2)
+        m3, m4 = st.columns(2)
+        m1.metric("Video FPS", f"{stats.fps:.1f}" if stats else "–")
+        m2.metric("Analysed FPS", f"{stats.inference_fps:.1f}" if stats else "–")
+        m3.metric("Latency per analysed frame", f"{stats.latency_ms:.0f} ms" if stats else "–")
+        m4.metric("Faces", f"{stats.faces}" if stats else "–")
+        if stats and stats.error:
+            st.error(f"The last frame could not be analysed: {stats.error}")
+        if stats and stats.rows:
+            st.dataframe(list(stats.rows), hide_index=True, width="stretch")
+        elif not playing:
+            st.caption("Press START to see the measured frame rate and the faces being tracked.")
+
+    with stats_col:
+        stats_panel()
+    st.caption("Labels read `#track gender age (frames seen)`; ages and P(female) are smoothed over frames (EMA) "
+               "so they do not flicker. If START spins forever, your network blocks WebRTC: use Snapshot, or "
+               "configure a TURN server (README).")
+else:
+    shot = st.camera_input("Snapshot", key="live_snapshot")
+    if shot is None:
+        st.info("Take a snapshot: each face gets the same card as on the Upload page.")
+    else:
+        result = ui.analyse_cached(shot.getvalue(), "snapshot.jpg", estimator, settings)
+        ui.render_result(result, estimator, settings, key="snap")

@@ -1,0 +1,439 @@
+"""The Streamlit app, page by page, through ``streamlit.testing.v1.AppTest`` (no browser), plus unit tests of
+its helpers (``ui.py``) and of the live-camera logic (``live.py``).
+
+Assertions are on structure (how many cards, that each has an age and a gender, which messages appear), never
+on particular ages, so they hold with the untrained fallback model and with trained weights alike.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+import sys
+import time
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # ui.py and live.py live at the top of the repository, beside streamlit_app.py
+    sys.path.insert(0, str(REPO))
+
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+import live  # noqa: E402
+import ui  # noqa: E402
+from agegender import PRESETS, Estimator  # noqa: E402
+from agegender.paths import data_root  # noqa: E402
+
+APP = str(REPO / "streamlit_app.py")
+UPLOAD = "pages/1_Upload_photos.py"
+LIVE = "pages/2_Live_camera.py"
+AGE_CHECK = "pages/3_Age_check.py"
+REPORT = "pages/4_Model_report.py"
+TIMEOUT = 120  # first run loads the detector and network; the machine may be busy training
+GROUP_PHOTOS = ("dlib_examples_faces/2008_007676.jpg", "facenet_pytorch/multiface.jpg", "insightface/t1.jpg")
+CARD = re.compile(r"^\*\*Face (\d+)\*\*")
+AGE = re.compile(r"Age \*\*\d+\*\* \(80 % interval \d+–\d+\)")
+GENDER = re.compile(r"Gender \*\*(female|male)\*\* \(\d+% confident\)")
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def png(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def jpeg(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=92)
+    return buf.getvalue()
+
+
+def open_page(page: str | None = None) -> AppTest:
+    """Run the app from its entry script, as a browser session would, then switch to ``page``."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    if page:
+        at.switch_page(page).run()
+        assert not at.exception, at.exception
+    return at
+
+
+def cards(at: AppTest) -> list[str]:
+    return [m.value for m in at.markdown if CARD.match(m.value)]
+
+
+def library_estimator() -> Estimator:
+    """An Estimator built the way the app builds its default one (same model, detector and score)."""
+    s = ui.default_settings()
+    if s.model is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return Estimator(ui.UNTRAINED_FALLBACK, detector=s.detector, min_score=s.min_score, weights=None)
+    return Estimator(s.model, detector=s.detector, min_score=s.min_score)
+
+
+def group_photo() -> Path:
+    root = data_root() / "group_photos"
+    for rel in GROUP_PHOTOS:
+        if (root / rel).is_file():
+            return root / rel
+    pytest.skip(f"needs a group photo under {root} (set AGEGENDER_DATA)")
+
+
+@pytest.fixture(scope="module")
+def astronaut_png(astronaut) -> bytes:
+    return png(np.asarray(astronaut))
+
+
+@pytest.fixture(autouse=True)
+def _no_webrtc_session(monkeypatch):
+    """streamlit-webrtc asks the Streamlit runtime for the session, which AppTest's mock runtime lacks; without a
+    session it simply renders the component (as on a first page load). Harmless for the other pages."""
+    import streamlit_webrtc.component
+
+    monkeypatch.setattr(streamlit_webrtc.component, "get_this_session_info", lambda: None)
+
+
+# ------------------------------------------------------------------------------------------------ home
+def test_home_renders_links_privacy_and_settings():
+    at = open_page()
+    assert at.title[0].value == "agegender"
+    assert any("never stored" in i.value for i in at.info)
+    keys = {w.key for w in at.sidebar.get("selectbox")} | {w.key for w in at.sidebar.get("slider")}
+    assert {"_w_detector", "_w_preset", "_w_min_score"} <= keys
+    assert at.selectbox(key="_w_preset").options == [ui.preset_label(p) for p in PRESETS]
+    models = ui.available_models()
+    if models:
+        assert at.selectbox(key="_w_model").value == models[0]
+    else:  # no trained weights bundled: the untrained fallback is announced loudly
+        assert any("untrained" in w.value for w in at.warning)
+
+
+# ------------------------------------------------------------------------------------------------ upload
+def test_upload_astronaut_gives_one_card_with_age_and_gender(astronaut_png):
+    at = open_page(UPLOAD)
+    assert sorted(at.file_uploader[0].allowed_type) == sorted(f".{t}" for t in ui.UPLOAD_TYPES)
+    at.file_uploader[0].set_value(("astronaut.png", astronaut_png, "image/png"))
+    at.run()
+    assert not at.exception, at.exception
+    found = cards(at)
+    assert len(found) == 1
+    assert AGE.search(found[0]) and GENDER.search(found[0]), found[0]
+    assert len(at.get("vega_lite_chart")) == 1  # the card's group chart
+    table = at.dataframe[0].value
+    assert list(table["image"]) == ["astronaut.png"] and len(table) == 1
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert any("CSV" in x for x in labels) and any("JSON" in x for x in labels) and any("zip" in x for x in labels)
+    assert not at.error
+
+
+@pytest.mark.data
+def test_upload_group_photo_gives_a_card_per_face():
+    path = group_photo()
+    estimator = library_estimator()
+    try:
+        expected = len(estimator.predict(path))
+    finally:
+        estimator.close()
+    assert expected >= 2
+    at = open_page(UPLOAD)
+    at.file_uploader[0].set_value((path.name, path.read_bytes(), "image/jpeg"))
+    at.run()
+    assert not at.exception, at.exception
+    found = cards(at)
+    assert len(found) == expected
+    assert [int(CARD.match(c).group(1)) for c in found] == list(range(1, expected + 1))
+    assert all(AGE.search(c) and GENDER.search(c) for c in found)
+    assert len(at.dataframe[0].value) == expected
+
+
+def test_bad_files_get_an_error_each_and_the_batch_goes_on(astronaut, astronaut_png):
+    corrupt = jpeg(np.asarray(astronaut))[:1500]  # a JPEG cut off after its first scan lines
+    huge = io.BytesIO()
+    Image.new("1", (8000, 7000)).save(huge, format="PNG")  # 56 megapixels in a few kB: over the decoder's limit
+    at = open_page(UPLOAD)
+    at.file_uploader[0].set_value([
+        ("broken.jpg", corrupt, "image/jpeg"),
+        ("notes.png", b"shopping list: milk, eggs\n", "image/png"),  # a text file under an image name
+        ("astronaut.png", astronaut_png, "image/png"),
+        ("huge.png", huge.getvalue(), "image/png"),
+    ])
+    at.run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 3, errors
+    assert "broken.jpg" in errors[0] and "corrupt or truncated" in errors[0]
+    assert "notes.png" in errors[1] and "not an image" in errors[1]
+    assert "huge.png" in errors[2] and "megapixels" in errors[2]
+    assert len(cards(at)) == 1  # the good file in between was analysed
+    assert "3 unreadable" in at.get("progress")[0].proto.text
+
+
+def test_photo_without_a_face_says_so(coffee):
+    at = open_page(UPLOAD)
+    at.file_uploader[0].set_value(("coffee.png", png(np.asarray(coffee)), "image/png"))
+    at.run()
+    assert not at.exception, at.exception
+    assert any(i.value.startswith("No face found in coffee.png") for i in at.info)
+    assert cards(at) == []
+
+
+def test_changing_the_preset_regroups_without_recomputing(astronaut_png):
+    at = open_page(UPLOAD)
+    at.file_uploader[0].set_value(("astronaut.png", astronaut_png, "image/png"))
+    at.run()
+
+    def top_group() -> str:
+        return re.search(r"Age group \*\*(.+?)\*\*", cards(at)[0]).group(1)
+
+    assert top_group() in PRESETS["fairface9"].labels
+    cache_before = dict(at.session_state["_analysis_cache"])
+    at.selectbox(key="_w_preset").set_value("life4").run()
+    assert not at.exception, at.exception
+    assert top_group() in PRESETS["life4"].labels
+    assert at.session_state["cfg_preset"] == "life4"
+    # same cache entry, same Face objects: the preset is not part of the estimator key
+    assert dict(at.session_state["_analysis_cache"]).keys() == cache_before.keys()
+    assert len(at.session_state["_analysis_cache"]) == 1
+
+    # the setting survives a page switch (persistent key copied back into the widget)
+    at.switch_page(AGE_CHECK).run()
+    assert at.selectbox(key="_w_preset").value == "life4"
+
+
+def test_downloads_are_built_in_memory(astronaut):
+    estimator = library_estimator()
+    try:
+        good = ui.analyse_bytes(png(np.asarray(astronaut)), "a.png", estimator)
+        bad = ui.analyse_bytes(b"nope", "b.png", estimator)
+        settings = ui.default_settings()
+        doc = json.loads(ui.results_json([good, bad], settings, estimator))
+    finally:
+        estimator.close()
+    assert bad.error and good.error is None and len(good.faces) == 1
+    assert [img["name"] for img in doc["images"]] == ["a.png", "b.png"]
+    assert doc["images"][0]["faces"][0]["gender"] in ("female", "male")
+    archive = zipfile.ZipFile(io.BytesIO(ui.annotated_zip([good, good], show_labels=True)))
+    assert archive.namelist() == ["a_annotated.png", "a_2_annotated.png"]
+    assert Image.open(archive.open("a_annotated.png")).size == (512, 512)
+    table = ui.faces_table([good])
+    assert list(table.columns[:3]) == ["image", "face", "age"] and len(table) == 1
+    too_big = ui.analyse_bytes(b"x" * 2048, "big.jpg", estimator=None, max_bytes=1024)  # checked before decoding
+    assert "over the" in too_big.error
+
+
+# ------------------------------------------------------------------------------------------------ age check
+def test_age_check_decision_follows_the_threshold(astronaut):
+    at = open_page(AGE_CHECK)
+    at.file_uploader(key="agecheck_file").set_value(("astronaut.jpg", jpeg(np.asarray(astronaut)), "image/jpeg"))
+    at.run()
+    assert not at.exception, at.exception
+    text = next(m.value for m in at.markdown if m.value.startswith("**Face 1**"))
+    found = re.search(r"Estimated age \*\*(\d+)\*\*, 80 % interval (\d+)–(\d+)", text)
+    age, low, high = (int(v) for v in found.groups())
+    assert "P(age ≥ 18)" in text  # the default threshold
+
+    def decide(threshold: int, buffer: int) -> str:
+        at.selectbox(key="agecheck_threshold").set_value("other")
+        at.run()
+        at.number_input(key="agecheck_custom").set_value(threshold)
+        at.slider(key="agecheck_buffer").set_value(buffer)
+        at.run()
+        assert not at.exception, at.exception
+        verdicts = [s.value for s in at.success] + [w.value for w in at.warning if "Ask for ID" in w.value]
+        assert len(verdicts) == 1, verdicts
+        return verdicts[0]
+
+    # below both the (rounded) estimate and the interval's lower end: pass
+    assert "**Pass**" in decide(max(0, min(low, age) - 1), 0)
+    # above the estimate and the interval: ask for ID
+    assert "**Ask for ID**" in decide(min(100, max(high, age) + 1), 0)
+    assert any("not been measured" in m.value or "mean absolute error" in m.value for m in at.markdown)
+
+
+def test_age_check_policy_unit():
+    probs = np.zeros(101)
+    probs[30] = 1.0
+    face = ui.Face(box=(0, 0, 10, 10), score=1.0, keypoints=np.zeros((6, 2)), age=30.0, age_low=30.0,
+                   age_high=30.0, age_probs=probs, groups={"x": 1.0}, gender="male", p_female=0.1)
+    assert ui.age_check(face, 18, 7).passed  # 30 ≥ 25 and 30 ≥ 18
+    assert not ui.age_check(face, 25, 7).passed  # 30 < 32
+    face.age_low = 17.0
+    decision = ui.age_check(face, 18, 7)
+    assert not decision.passed and "too uncertain" in decision.reason
+    assert decision.p_at_least == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------------------------------------ live camera
+def test_live_page_renders_the_stream_and_the_snapshot_fallback(astronaut):
+    at = open_page(LIVE)
+    assert at.get("select_slider") and at.radio(key="live_mode").value == "Live video"
+    assert [m.label for m in at.metric][:1] == ["Video FPS"]
+    at.radio(key="live_mode").set_value("Snapshot").run()
+    assert not at.exception, at.exception
+    at.camera_input(key="live_snapshot").set_value(("snapshot.jpg", jpeg(np.asarray(astronaut)), "image/jpeg"))
+    at.run()
+    assert not at.exception, at.exception
+    found = cards(at)
+    assert len(found) == 1 and AGE.search(found[0]) and GENDER.search(found[0])
+
+
+def _face(box, age: int, p_female: float, index: int = 1) -> ui.Face:
+    probs = np.zeros(101)
+    probs[age] = 1.0
+    return ui.Face(box=box, score=0.9, keypoints=np.zeros((6, 2)), age=float(age), age_low=float(age),
+                   age_high=float(age), age_probs=probs, groups={}, gender="female" if p_female >= 0.5 else "male",
+                   p_female=p_female, index=index)
+
+
+def test_tracker_keeps_ids_and_smooths_labels():
+    tracker = live.FaceTracker(iou_threshold=0.3, alpha=0.5, max_missed=1)
+    first = tracker.update([_face((0, 0, 100, 100), 30, 0.9), _face((300, 0, 400, 100), 60, 0.1)])
+    assert [t.track_id for t in first] == [1, 2]
+    moved = tracker.update([_face((305, 5, 405, 105), 70, 0.1), _face((8, 4, 108, 104), 40, 0.9)])
+    assert [t.track_id for t in moved] == [1, 2]  # matched by overlap, whatever the detection order
+    assert moved[0].hits == 2 and moved[0].age == pytest.approx(35.0)  # EMA, alpha 0.5: halfway
+    assert moved[1].age == pytest.approx(65.0) and moved[1].gender == "male"
+    assert moved[0].label() == "#1 F 35 (2f)"
+    new = tracker.update([_face((600, 0, 700, 100), 20, 0.5)])
+    assert [t.track_id for t in new] == [3]
+    tracker.update([])
+    assert [t.track_id for t in tracker.tracks] == [3]  # tracks 1 and 2 missed twice (> max_missed): dropped
+
+
+def test_live_analyzer_throttles_draws_and_reports_stats():
+    class FakeEstimator:
+        calls = 0
+
+        def predict(self, rgb, keep_crops=True):
+            FakeEstimator.calls += 1
+            return [_face((10, 10, 60, 60), 25, 0.2)]
+
+    now = [0.0]
+    analyzer = live.LiveAnalyzer(FakeEstimator(), min_interval_s=0.1, clock=lambda: now[0], background=False)
+    frame = np.zeros((120, 160, 3), np.uint8)
+    for _ in range(5):
+        out = analyzer.process_rgb(frame.copy())
+        now[0] += 0.04  # 25 frames per second
+    assert FakeEstimator.calls == 2  # t = 0 and t = 0.12: at most every 100 ms
+    assert out.any()  # the box of the last analysis is drawn on frames in between
+    stats = analyzer.latest_stats()
+    assert stats is not None and analyzer.latest_stats() is None  # one slot: newest only, then empty
+    assert stats.frames == 5 and stats.faces == 1 and stats.fps == pytest.approx(25.0)
+    assert stats.rows[0]["frames seen"] == 2
+    analyzer.reset()
+    assert analyzer.tracker.tracks == []
+
+
+def test_live_analyzer_background_thread_keeps_frames_flowing():
+    import threading
+
+    release = threading.Event()
+
+    class SlowEstimator:
+        calls = 0
+
+        def predict(self, rgb, keep_crops=True):
+            SlowEstimator.calls += 1
+            release.wait(5)  # the first analysis "takes" until the test releases it
+            return [_face((10, 10, 60, 60), 40, 0.8)]
+
+    analyzer = live.LiveAnalyzer(SlowEstimator(), background=True, idle_exit_s=0.5)
+    frame = np.zeros((120, 160, 3), np.uint8)
+    analyzer.process_rgb(frame.copy())
+    deadline = time.monotonic() + 5
+    while SlowEstimator.calls == 0 and time.monotonic() < deadline:  # the thread picks the frame up
+        time.sleep(0.01)
+    for _ in range(19):  # frames keep coming back while the model is busy, without boxes yet
+        out = analyzer.process_rgb(frame.copy())
+        assert not out.any()
+    assert SlowEstimator.calls == 1  # one analysis at a time: frames that arrive meanwhile are not queued
+    release.set()
+    assert analyzer.wait_idle(5)
+    out = analyzer.process_rgb(frame.copy())
+    assert out.any()  # now the track is drawn
+    assert analyzer.wait_idle(5)
+    stats = analyzer.latest_stats()
+    assert stats.frames == 21 and stats.faces == 1 and stats.error is None
+
+
+def test_live_analyzer_reports_a_failing_model():
+    class Broken:
+        def predict(self, rgb, keep_crops=True):
+            raise RuntimeError("boom")
+
+    analyzer = live.LiveAnalyzer(Broken(), background=False)
+    analyzer.process_rgb(np.zeros((10, 10, 3), np.uint8))
+    analyzer.process_rgb(np.zeros((10, 10, 3), np.uint8))
+    assert analyzer.latest_stats().error == "RuntimeError: boom"
+
+
+def test_ice_servers_from_secrets():
+    assert live.ice_servers_from_secrets({}) == []
+    assert live.ice_servers_from_secrets({"webrtc": {"provider": "auto"}}) is None
+    servers = live.ice_servers_from_secrets({"webrtc": {"ice_servers": [
+        "stun:stun.example.org:3478",
+        {"urls": ["turn:turn.example.org:3478"], "username": "u", "credential": "p"}]}})
+    assert servers == [{"urls": ["stun:stun.example.org:3478"]},
+                       {"urls": ["turn:turn.example.org:3478"], "username": "u", "credential": "p"}]
+    assert live.ice_servers_from_secrets({"webrtc": {"turn_url": "turn:t:3478", "turn_username": "u",
+                                                     "turn_credential": "p"}}) == \
+        [{"urls": ["turn:t:3478"], "username": "u", "credential": "p"}]
+    with pytest.raises(ValueError):
+        live.ice_servers_from_secrets({"webrtc": {"ice_servers": [{"username": "u"}]}})
+
+
+# ------------------------------------------------------------------------------------------------ model report
+def test_model_report_without_reports(tmp_path, monkeypatch):
+    monkeypatch.setenv("AGEGENDER_REPORTS", str(tmp_path))
+    at = open_page(REPORT)
+    assert not at.exception, at.exception
+    assert any("No evaluation report" in i.value for i in at.info)
+
+
+def _write_report(folder: Path, model: str, seed: int, history: list[dict] | None = None) -> None:
+    from agegender.evaluate import compute_metrics
+
+    rng = np.random.default_rng(seed)
+    ages = rng.integers(1, 90, size=200)
+    probs = np.exp(-0.5 * ((np.arange(101)[None] - (ages + rng.normal(0, 6, 200))[:, None]) / 5.0) ** 2)
+    probs /= probs.sum(1, keepdims=True)
+    metrics = compute_metrics(ages, rng.integers(0, 2, 200), probs, rng.random(200), rng.integers(0, 5, 200))
+    metrics["run"] = {"mode": "crops", "images": 200, "faces_found": 200, "detection_rate": 1.0,
+                      "ms_per_image": 3.0, "estimator": {"model": model}}
+    folder.mkdir(parents=True)
+    (folder / "report.json").write_text(json.dumps({
+        "title": f"{model} on utkface-test (crops)", "extra": {"dataset": "utkface-test", "mode": "crops"},
+        "metrics": metrics, "plots": [], **({"training": {"history": history}} if history else {})}))
+
+
+def test_model_report_with_reports_and_a_peer(tmp_path, monkeypatch):
+    history = [{"epoch": e, "train_loss": 3.0 / e, "val_mae": 9.0 - e} for e in range(1, 6)]
+    _write_report(tmp_path / "eval-efficientnet_lite0-utkface-test-crops", "efficientnet_lite0", 1, history)
+    _write_report(tmp_path / "peer-age-and-gender-utkface-test-crops", "age-and-gender", 2)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "report.json").write_text("{not json")
+    monkeypatch.setenv("AGEGENDER_REPORTS", str(tmp_path))
+    at = open_page(REPORT)
+    assert not at.exception, at.exception
+    headline = next(d.value for d in at.dataframe if "MAE (y)" in d.value.columns and "report" in d.value.columns)
+    assert set(headline["report"]) == {"eval-efficientnet_lite0-utkface-test-crops",
+                                       "peer-age-and-gender-utkface-test-crops"}
+    # confusion heatmap, three error breakdowns, calibration, training curves, peer comparison
+    assert len(at.get("vega_lite_chart")) == 7
+    assert not any("No training history" in i.value for i in at.info)
+    assert not any("No peer report" in i.value for i in at.info)
+    assert ui.report_for_model("efficientnet_lite0", ui.load_reports(tmp_path))[0].startswith("eval-")
+    assert ui.report_for_model("resnet50", ui.load_reports(tmp_path)) is None
+    mae = ui.error_at_age(ui.load_reports(tmp_path)["eval-efficientnet_lite0-utkface-test-crops"], 18)
+    assert mae is not None and mae[1] == "10-19" and math.isfinite(mae[0])

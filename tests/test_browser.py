@@ -1,0 +1,226 @@
+"""End-to-end: the real app (``streamlit run``) driven by Debian's headless Chromium through Playwright.
+
+Chromium runs with a fake camera that plays the astronaut photo (a .y4m made in a temporary folder), so the
+live page's WebRTC stream and the snapshot fallback are exercised for real, on localhost without any ICE
+server. Screenshots go to ``artifacts/`` (git-ignored).
+
+Needs ``apt-get install chromium`` and ``pip install playwright`` (no ``playwright install``: we use Debian's
+browser); skipped with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "artifacts"
+CHROMIUM = os.environ.get("AGEGENDER_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+GROUP_PHOTO = ("group_photos", "dlib_examples_faces", "2008_007676.jpg")
+CARD = '[class*="st-key-facecard-"]'
+EXCEPTION = '[data-testid="stException"]'
+WEBRTC_IFRAME = 'iframe[title="streamlit_webrtc.component.webrtc_streamer"]'
+
+pytestmark = pytest.mark.browser
+
+if not Path(CHROMIUM).is_file():
+    pytest.skip(f"{CHROMIUM} not found: apt-get install -y chromium", allow_module_level=True)
+playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (browser tests)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_y4m(rgb: np.ndarray, path: Path, frames: int = 15, fps: int = 15) -> Path:
+    """A short raw YUV 4:2:0 video of one still image: Chromium's fake camera loops it."""
+    h, w = rgb.shape[:2]
+    yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+    with open(path, "wb") as fh:
+        fh.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            fh.write(b"FRAME\n" + yuv.tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def server():
+    """``streamlit run streamlit_app.py`` on a free port; yields its base URL."""
+    port = free_port()
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = open(ARTIFACTS / "streamlit_browser_test.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            log.close()
+            pytest.fail(f"streamlit did not start; see {ARTIFACTS / 'streamlit_browser_test.log'}")
+        time.sleep(0.5)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory, astronaut):
+    video = write_y4m(cv2.resize(np.asarray(astronaut), (640, 480)), tmp_path_factory.mktemp("cam") / "astro.y4m")
+    args = CHROMIUM_ARGS + ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                            f"--use-file-for-fake-video-capture={video}"]
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def warm_app(server, browser):
+    """Load one page once, so the first test does not pay for loading the detector and the network (that
+    can take minutes when a training job shares the CPU; the tests' own waits then stay short)."""
+    context = browser.new_context()
+    pg = context.new_page()
+    pg.goto(f"{server}/Upload_photos", timeout=300_000)
+    pg.locator('[data-testid="stFileUploaderDropzoneInput"]').wait_for(state="attached", timeout=300_000)
+    context.close()
+    return server
+
+
+@pytest.fixture
+def page(browser, warm_app):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, permissions=["camera"])
+    pg = context.new_page()
+    pg.set_default_timeout(120_000)
+    yield pg
+    context.close()
+
+
+def library_face_count(image) -> int:
+    """Faces the library finds with the app's default settings (the oracle for the card count)."""
+    sys.path.insert(0, str(REPO))
+    import ui
+    from agegender import Estimator
+
+    s = ui.default_settings()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        est = Estimator(s.model or ui.UNTRAINED_FALLBACK, detector=s.detector, min_score=s.min_score,
+                        weights="bundled" if s.model else None)
+    try:
+        return len(est.predict(image))
+    finally:
+        est.close()
+
+
+def full_screenshot(pg, name: str) -> Path:
+    """Streamlit scrolls inside its main container, so grow the viewport to the content before the shot."""
+    height = pg.evaluate("() => document.querySelector('[data-testid=\"stMain\"]')?.scrollHeight || 1000")
+    pg.set_viewport_size({"width": 1400, "height": int(min(max(height, 1000), 8000))})
+    time.sleep(0.5)
+    path = ARTIFACTS / name
+    pg.screenshot(path=str(path))
+    return path
+
+
+def test_upload_group_photo_shows_a_card_per_face(server, page):
+    from agegender.paths import data_root
+
+    photo = data_root().joinpath(*GROUP_PHOTO)
+    if not photo.is_file():
+        pytest.skip(f"needs {photo} (set AGEGENDER_DATA)")
+    expected = library_face_count(photo)
+    page.goto(f"{server}/Upload_photos")
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(photo))
+    page.locator(CARD).nth(expected - 1).wait_for()
+    page.get_by_text("All faces", exact=True).wait_for()
+    assert page.locator(CARD).count() == expected
+    assert page.locator(EXCEPTION).count() == 0
+    assert page.get_by_text(f"Done: 1 file, {expected} faces").count() == 1
+    full_screenshot(page, "browser_upload_group.png")
+
+
+def test_live_camera_streams_with_measured_fps(server, page):
+    page.goto(f"{server}/Live_camera")
+    start = page.frame_locator(WEBRTC_IFRAME).get_by_role("button", name="START")
+    start.wait_for()
+    start.click()
+    fps_value = page.locator('[data-testid="stMetric"]').filter(has_text="Video FPS").locator(
+        '[data-testid="stMetricValue"]')
+    deadline = time.monotonic() + 60
+    fps = 0.0
+    while time.monotonic() < deadline:
+        text = fps_value.inner_text().strip()
+        try:
+            fps = float(text)
+        except ValueError:
+            fps = 0.0
+        if fps > 0:
+            break
+        time.sleep(0.5)
+    assert fps > 0, "the live page never reported a frame rate (WebRTC did not connect?)"
+    faces = page.locator('[data-testid="stMetric"]').filter(has_text="Faces").locator(
+        '[data-testid="stMetricValue"]')
+    deadline = time.monotonic() + 30
+    while faces.inner_text().strip() != "1" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert faces.inner_text().strip() == "1"  # the astronaut on the fake camera is tracked
+    assert page.locator(EXCEPTION).count() == 0
+    page.screenshot(path=str(ARTIFACTS / "browser_live.png"))
+    page.frame_locator(WEBRTC_IFRAME).get_by_role("button", name="STOP").click()
+
+
+def test_snapshot_fallback_gives_cards(server, page, astronaut):
+    expected = library_face_count(cv2.resize(np.asarray(astronaut), (640, 480)))
+    page.goto(f"{server}/Live_camera")
+    page.get_by_text("Snapshot", exact=True).click()
+    take = page.locator('[data-testid="stCameraInputButton"]')
+    clear = page.get_by_role("button", name="Clear photo")
+    try:
+        for _ in range(3):  # on a loaded machine the first click can come before the camera delivers frames
+            take.wait_for()
+            deadline = time.monotonic() + 30
+            while take.is_disabled() and time.monotonic() < deadline:
+                time.sleep(0.3)
+            take.click()
+            try:
+                clear.wait_for(timeout=20_000)
+                break
+            except playwright_api.Error:
+                continue
+        page.locator(CARD).first.wait_for(timeout=120_000)
+    except playwright_api.Error:
+        page.screenshot(path=str(ARTIFACTS / "browser_snapshot_failed.png"))
+        raise
+    time.sleep(1)
+    assert page.locator(CARD).count() == expected
+    assert page.locator(EXCEPTION).count() == 0
+    page.screenshot(path=str(ARTIFACTS / "browser_snapshot.png"))
