@@ -361,4 +361,16 @@ def _ice_entry(server: Any) -> dict[str, Any]:
     return out
 
 
-__all__ = ["FaceTracker", "LiveAnalyzer", "LiveStats", "Track", "draw_tracks", "ice_servers_from_secrets"]
+def write_y4m(rgb: np.ndarray, path, frames: int = 15, fps: int = 15):
+    """A short raw YUV 4:2:0 clip of one still image: Chromium loops it as a fake camera
+    (``--use-file-for-fake-video-capture``), so the live page can be tested and benchmarked without a webcam."""
+    h, w = rgb.shape[:2]
+    yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+    with open(path, "wb") as fh:
+        fh.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            fh.write(b"FRAME\n" + yuv.tobytes())
+    return path
+
+
+__all__ = ["FaceTracker", "LiveAnalyzer", "LiveStats", "Track", "draw_tracks", "ice_servers_from_secrets", "write_y4m"]

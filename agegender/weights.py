@@ -48,7 +48,9 @@ def read_manifest(weights_dir: Path | str | None = None) -> dict[str, Any]:
 def write_manifest(manifest: dict[str, Any], weights_dir: Path | str | None = None) -> Path:
     path = Path(weights_dir or WEIGHTS_DIR) / MANIFEST_NAME
     manifest["files"] = dict(sorted(manifest.get("files", {}).items()))
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)  # atomic: a reader (the app, a test) never sees a half-written manifest
     return path
 
 

@@ -40,6 +40,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from live import write_y4m  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--use-fake-device-for-media-stream",
@@ -179,15 +180,6 @@ def start_server() -> tuple[subprocess.Popen, str]:
             time.sleep(0.5)
     proc.kill()
     raise RuntimeError("streamlit did not start")
-
-
-def write_y4m(rgb: np.ndarray, path: Path, frames: int = 15, fps: int = 15) -> None:
-    h, w = rgb.shape[:2]
-    yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
-    with open(path, "wb") as fh:
-        fh.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
-        for _ in range(frames):
-            fh.write(b"FRAME\n" + yuv.tobytes())
 
 
 def browser_runs(img: np.ndarray, repeats: int, camera_seconds: float, tmp: Path) -> dict[str, float]:

@@ -39,22 +39,14 @@ if not Path(CHROMIUM).is_file():
     pytest.skip(f"{CHROMIUM} not found: apt-get install -y chromium", allow_module_level=True)
 playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (browser tests)")
 
+sys.path.insert(0, str(REPO))
+from live import write_y4m  # noqa: E402
+
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def write_y4m(rgb: np.ndarray, path: Path, frames: int = 15, fps: int = 15) -> Path:
-    """A short raw YUV 4:2:0 video of one still image: Chromium's fake camera loops it."""
-    h, w = rgb.shape[:2]
-    yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
-    with open(path, "wb") as fh:
-        fh.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
-        for _ in range(frames):
-            fh.write(b"FRAME\n" + yuv.tobytes())
-    return path
 
 
 @pytest.fixture(scope="module")
