@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Sequence
 
 import numpy as np
@@ -26,9 +27,10 @@ class GroupPreset:
     labels: tuple[str, ...]
     bins: tuple[int, ...]
 
-    @property
+    @cached_property
     def matrix(self) -> np.ndarray:
-        """(101, G) 0/1 matrix: ``age_probs @ matrix`` gives group probabilities (batched too)."""
+        """(101, G) 0/1 matrix: ``age_probs @ matrix`` gives group probabilities (batched too). Built once per
+        preset: it is used on every face of every frame."""
         m = np.zeros((NUM_AGE_BINS, len(self.labels)))
         m[np.arange(NUM_AGE_BINS), self.bins] = 1.0
         return m
