@@ -39,7 +39,7 @@ def _build_estimator(args: argparse.Namespace):
 
     return Estimator(model=args.model, detector=args.detector, device=args.device, groups=args.groups,
                      weights=None if args.untrained else (args.weights or "bundled"), min_score=args.min_score,
-                     min_face_size=args.min_face_size, max_faces=args.max_faces)
+                     min_face_size=args.min_face_size, max_faces=args.max_faces, flip_tta=args.tta)
 
 
 def predict_records(estimator, files: list[Path], crops: bool, annotate_dir: Path | None,
@@ -182,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="a .safetensors file instead of the bundled weights")
     p.add_argument("--untrained", action="store_true", help=argparse.SUPPRESS)  # tests only: random weights
     p.add_argument("--device", default="cpu")
+    p.add_argument("--tta", action="store_true", help="also run each face mirrored and average (2x network time)")
     p.add_argument("--recursive", action="store_true", help="look for images in sub-folders too")
     p.set_defaults(func=cmd_predict)
 

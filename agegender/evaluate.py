@@ -559,7 +559,7 @@ def run_cli(args: argparse.Namespace) -> int:
         return 2
     try:
         estimator = Estimator(model=args.model, detector=args.detector, device=args.device,
-                              weights=None if args.untrained else (args.weights or "bundled"))
+                              weights=None if args.untrained else (args.weights or "bundled"), flip_tta=args.tta)
     except (WeightsError, ValueError, RuntimeError) as exc:  # RuntimeError: a malformed --device
         print(f"agegender evaluate: error: {exc}", file=sys.stderr)
         return 2
@@ -571,8 +571,9 @@ def run_cli(args: argparse.Namespace) -> int:
         return 1
     finally:
         estimator.close()
-    out_dir = Path(args.out or f"reports/eval-{estimator.model_name}-{dataset}-{mode}")
-    title = f"{estimator.model_name} on {dataset} ({mode})"
+    variant = f"{mode}-tta" if args.tta else mode
+    out_dir = Path(args.out or f"reports/eval-{estimator.model_name}-{dataset}-{variant}")
+    title = f"{estimator.model_name} on {dataset} ({mode}{', flip TTA' if args.tta else ''})"
     extra = {"dataset": dataset, "mode": mode}
     report = write_report(metrics, out_dir, title, extra=extra)
     write_predictions(rows, out_dir)
@@ -580,7 +581,7 @@ def run_cli(args: argparse.Namespace) -> int:
         if not estimator.weights_info.get("file") or args.weights:
             print("agegender evaluate: --record needs the bundled weights (not --weights/--untrained)", file=sys.stderr)
             return 2
-        record_in_manifest(estimator.weights_info["file"], f"{dataset}:{mode}", metrics, out_dir)
+        record_in_manifest(estimator.weights_info["file"], f"{dataset}:{variant}", metrics, out_dir)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -641,6 +642,7 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--untrained", action="store_true", help=argparse.SUPPRESS)  # random weights: tests only
     p.add_argument("--detector", default="auto", choices=("auto", "short", "full"))
     p.add_argument("--device", default="cpu", help="torch device for the network (cpu, cuda…)")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (as Estimator(flip_tta=True))")
     p.add_argument("--limit", type=int, default=None, help="evaluate a seeded random subset of N images")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0, help="for --limit subsets and --pasted positions")

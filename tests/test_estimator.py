@@ -268,6 +268,21 @@ def test_bundled_age_gender_models_load(tmp_path, astronaut):
             est.close()
 
 
+def test_flip_tta_averages_each_crop_with_its_mirror(estimator, astronaut, monkeypatch):
+    crop = estimator.predict(astronaut)[0].crop
+    mirror = np.ascontiguousarray(crop[:, ::-1])
+    plain_probs, plain_female = estimator.predict_batch(np.stack([crop, mirror]))
+    assert np.abs(plain_probs[0] - plain_probs[1]).max() > 1e-4, "the mirror must change the output for this to test"
+    monkeypatch.setattr(estimator, "flip_tta", True)
+    probs, female = estimator.predict_batch(np.stack([crop, mirror]))
+    assert probs.shape == (2, 101) and female.shape == (2,)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(probs[0], plain_probs.mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(female[0], plain_female.mean(), atol=1e-6)
+    np.testing.assert_allclose(probs[1], probs[0], atol=1e-6)  # a face and its mirror: the same TTA answer
+    assert estimator.info()["flip_tta"] is True
+
+
 # ------------------------------------------------------------------------------------------------ threads
 def test_concurrent_predict_matches_serial(estimator, astronaut, mosaic, coffee):
     base = np.ascontiguousarray(astronaut)

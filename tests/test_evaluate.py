@@ -213,20 +213,20 @@ def test_cli_nothing_labelled_exits_1(tmp_path):
 
 
 @pytest.mark.data
-@pytest.mark.parametrize("mode", ["crops", "pasted"])
-def test_cli_on_six_utkface_chips(tmp_path, mode):
+@pytest.mark.parametrize("mode, tta", [("crops", False), ("pasted", False), ("crops", True)])
+def test_cli_on_six_utkface_chips(tmp_path, mode, tta):
     chips = tmp_path / "chips"
     chips.mkdir()
     for f in utkface_chips(6):  # skips with the reason when the data is missing
         shutil.copy(f, chips / f.name)
     out = tmp_path / "report"
     rc = _cli(["evaluate", str(chips), f"--{mode}", "--model", "efficientnet_lite0", "--untrained",
-               "--out", str(out), "--json"])
+               "--out", str(out), "--json"] + (["--tta"] if tta else []))
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
     run = report["metrics"]["run"]
     assert run["mode"] == mode and run["images"] == 6 and report["metrics"]["n"] == run["faces_found"]
-    assert run["estimator"]["trained"] is False
+    assert run["estimator"]["trained"] is False and run["estimator"]["flip_tta"] is tta
     assert (out / "summary.md").is_file() and (out / "predictions.csv").read_text().count("\n") == 7
 
 

@@ -180,7 +180,9 @@ def test_export_loads_in_the_app(trained_run, cache, tmp_path):
     shutil.copy(WEIGHTS_DIR / "MANIFEST.json", weights)
     for detector in WEIGHTS_DIR.glob("*.tflite"):
         shutil.copy(detector, weights)
-    path = export_run(trained_run, "best.pt", weights_dir=weights, set_default=True, log=lambda _: None)
+    reports = tmp_path / "reports"
+    path = export_run(trained_run, "best.pt", weights_dir=weights, set_default=True, log=lambda _: None,
+                      reports_dir=reports)
     assert path.name == "agegender_efficientnet_lite0.safetensors"
     with safe_open(str(path), "pt") as fh:
         meta = fh.metadata()
@@ -195,6 +197,10 @@ def test_export_loads_in_the_app(trained_run, cache, tmp_path):
     assert entry["training_data"]["sets"]["utkface"]["train_crops"] == N_IMAGES
     assert "non-commercial" in entry["license"]
     assert set(entry["metrics"]["val"]) == {"utkface", "combined"}
+    history = entry["training"]["metrics_csv"]
+    assert history == str(reports / "train-efficientnet_lite0-metrics.csv")
+    assert (reports / "train-efficientnet_lite0.log").is_file() and entry["training"]["log"].endswith(".log")
+    assert Path(history).read_text() == (trained_run / "metrics.csv").read_text()
 
     from_file = Estimator(model="efficientnet_lite0", weights=path, weights_dir=weights)
     from_manifest = Estimator(weights_dir=weights)  # the default model, through the manifest

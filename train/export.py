@@ -2,6 +2,10 @@
 
     python -m train.export --run runs/efficientnet_lite0 [--which best|last] [--name FILE] [--set-default]
 
+The run folder is git-ignored, so its per-epoch metrics, curves and log are copied to
+``reports/train-<backbone>-*`` (committed) and the manifest points there: the app's model report then shows the
+training history on any fresh clone.
+
 The exported tensors are the EMA weights when the run used ``--ema`` (that is what was validated), cast to
 float16 (half the size; ResNet-50 stays under the 50 MB limit for bundled files) and checked to load strictly
 into ``AgeGenderNet(backbone, dropout=0.0)``, exactly as :class:`agegender.Estimator` builds it.
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,7 +23,7 @@ import torch
 from safetensors.torch import save_file
 
 from agegender.models import AgeGenderNet, backbone_spec
-from agegender.paths import WEIGHTS_DIR
+from agegender.paths import REPO_DIR, WEIGHTS_DIR
 from agegender.weights import read_manifest, register_file, write_manifest
 
 from . import checkpoint
@@ -85,13 +90,32 @@ def val_metrics(flat: dict[str, float], data: dict[str, dict]) -> dict[str, dict
     return out
 
 
+HISTORY_FILES = {"metrics_csv": ("metrics.csv", "-metrics.csv"), "curves": ("curves.png", "-curves.png"),
+                 "log": ("train.log", ".log")}
+
+
+def publish_history(run: Path, backbone: str, reports_dir: Path) -> dict[str, str]:
+    """Copy the run's metrics.csv, curves.png and train.log to ``reports_dir/train-<backbone>*``; returns the
+    manifest keys → paths (relative to the repository when inside it) of the files that existed."""
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for key, (source, suffix) in HISTORY_FILES.items():
+        if (run / source).is_file():
+            target = reports_dir / f"train-{backbone}{suffix}"
+            shutil.copyfile(run / source, target)
+            resolved = target.resolve()
+            out[key] = str(resolved.relative_to(REPO_DIR)) if resolved.is_relative_to(REPO_DIR) else str(resolved)
+    return out
+
+
 def export_run(run: Path, which: str = checkpoint.BEST, name: str | None = None,
                weights_dir: Path | None = None, set_default: bool = False,
-               log: Callable[[str], None] = print) -> Path:
+               log: Callable[[str], None] = print, reports_dir: Path | None = None) -> Path:
     """Write ``weights_dir/name`` (default ``agegender_{backbone}.safetensors``) and register it in the manifest.
 
     Any other manifest entry for the same backbone is dropped (its file is left alone): ``Estimator(model=...)``
-    takes the first entry it finds for a backbone, and that must be this one."""
+    takes the first entry it finds for a backbone, and that must be this one. With ``reports_dir`` the run's
+    training history is published there (:func:`publish_history`)."""
     weights_dir = Path(weights_dir or WEIGHTS_DIR)
     state = checkpoint.load(run / which)
     cfg = state["config"]
@@ -113,7 +137,10 @@ def export_run(run: Path, which: str = checkpoint.BEST, name: str | None = None,
             del manifest["files"][n]
             log(f"manifest: dropped the entry of {n} (same backbone; file left in place)")
         write_manifest(manifest, weights_dir)
-    entry = register_file(name, manifest_entry(state, f"{run.name}/{which}"), weights_dir)
+    info = manifest_entry(state, f"{run.name}/{which}")
+    if reports_dir is not None:
+        info["training"].update(publish_history(run, backbone, Path(reports_dir)))
+    entry = register_file(name, info, weights_dir)
     if set_default:
         manifest = read_manifest(weights_dir)
         manifest["default_model"] = backbone
@@ -130,8 +157,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default=None, help="file name in the weights folder")
     parser.add_argument("--weights-dir", type=Path, default=None, help=f"default {WEIGHTS_DIR}")
     parser.add_argument("--set-default", action="store_true", help="make this backbone the app's default model")
+    parser.add_argument("--reports", type=Path, default=REPO_DIR / "reports",
+                        help="where the run's metrics.csv/curves.png/train.log are published (default reports/)")
     args = parser.parse_args(argv)
-    export_run(args.run, f"{args.which}.pt", args.name, args.weights_dir, args.set_default)
+    export_run(args.run, f"{args.which}.pt", args.name, args.weights_dir, args.set_default,
+               reports_dir=args.reports)
 
 
 if __name__ == "__main__":
