@@ -182,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="a .safetensors file instead of the bundled weights")
     p.add_argument("--untrained", action="store_true", help=argparse.SUPPRESS)  # tests only: random weights
     p.add_argument("--device", default="cpu")
-    p.add_argument("--tta", action="store_true", help="also run each face mirrored and average (2x network time)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
+                   help="flip test-time augmentation: each face also mirrored, outputs averaged (default on)")
     p.add_argument("--recursive", action="store_true", help="look for images in sub-folders too")
     p.set_defaults(func=cmd_predict)
 

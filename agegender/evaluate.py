@@ -571,9 +571,9 @@ def run_cli(args: argparse.Namespace) -> int:
         return 1
     finally:
         estimator.close()
-    variant = f"{mode}-tta" if args.tta else mode
+    variant = mode if args.tta else f"{mode}-no-tta"
     out_dir = Path(args.out or f"reports/eval-{estimator.model_name}-{dataset}-{variant}")
-    title = f"{estimator.model_name} on {dataset} ({mode}{', flip TTA' if args.tta else ''})"
+    title = f"{estimator.model_name} on {dataset} ({mode}{'' if args.tta else ', no flip TTA'})"
     extra = {"dataset": dataset, "mode": mode}
     report = write_report(metrics, out_dir, title, extra=extra)
     write_predictions(rows, out_dir)
@@ -642,7 +642,8 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--untrained", action="store_true", help=argparse.SUPPRESS)  # random weights: tests only
     p.add_argument("--detector", default="auto", choices=("auto", "short", "full"))
     p.add_argument("--device", default="cpu", help="torch device for the network (cpu, cuda…)")
-    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (as Estimator(flip_tta=True))")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
+                   help="flip test-time augmentation, as Estimator(flip_tta=...) (default on, as in the app)")
     p.add_argument("--limit", type=int, default=None, help="evaluate a seeded random subset of N images")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0, help="for --limit subsets and --pasted positions")

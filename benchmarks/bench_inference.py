@@ -107,10 +107,12 @@ def bench_models(repeats: int, warmup: int) -> list[dict]:
         size = est.input_size
         row = {"backbone": backbone, "weights": weights, "input_size": size,
                "params_m": round(sum(p.numel() for p in est.net.parameters()) / 1e6, 2)}
-        for batch in (1, 8):
-            crops = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
-            ms = median_ms(lambda: est.predict_batch(crops), repeats, warmup)
-            row[f"ms_per_face_batch{batch}"] = round(ms / batch, 2)
+        for flip_tta in (False, True):  # one pass per face; the default: the face and its mirror
+            est.flip_tta = flip_tta
+            for batch in (1, 8):
+                crops = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+                ms = median_ms(lambda: est.predict_batch(crops), repeats, warmup)
+                row[f"ms_per_face_batch{batch}{'_tta' if flip_tta else ''}"] = round(ms / batch, 2)
         rows.append(row)
         est.close()
     return rows
@@ -185,11 +187,12 @@ def markdown(result: dict) -> str:
     out.append(f"Machine: {result['machine']}, torch threads {result['torch_threads']}, "
                f"median of {result['repeats']} runs after {result['warmup']} warm-up runs; 1-min load average "
                f"{before} before, {after} after (other work on the machine inflates the times).\n")
-    out.append("| Model (weights) | params | ms/face, batch 1 | ms/face, batch 8 |")
-    out.append("|---|---:|---:|---:|")
+    out.append("| Model (weights) | params | ms/face, batch 1 | ms/face, batch 8 | with flip TTA (default), "
+               "batch 1 | with flip TTA, batch 8 |")
+    out.append("|---|---:|---:|---:|---:|---:|")
     for r in result["models"]:
         out.append(f"| {r['backbone']} ({r['weights']}) | {r['params_m']} M | {r['ms_per_face_batch1']} | "
-                   f"{r['ms_per_face_batch8']} |")
+                   f"{r['ms_per_face_batch8']} | {r['ms_per_face_batch1_tta']} | {r['ms_per_face_batch8_tta']} |")
     out.append("")
     out.append(f"| Detector on {result['hd_image']} | ms | faces |")
     out.append("|---|---:|---:|")

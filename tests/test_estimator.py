@@ -271,6 +271,8 @@ def test_bundled_age_gender_models_load(tmp_path, astronaut):
 def test_flip_tta_averages_each_crop_with_its_mirror(estimator, astronaut, monkeypatch):
     crop = estimator.predict(astronaut)[0].crop
     mirror = np.ascontiguousarray(crop[:, ::-1])
+    monkeypatch.setattr(estimator, "flip_tta", False)
+    assert estimator.info()["flip_tta"] is False
     plain_probs, plain_female = estimator.predict_batch(np.stack([crop, mirror]))
     assert np.abs(plain_probs[0] - plain_probs[1]).max() > 1e-4, "the mirror must change the output for this to test"
     monkeypatch.setattr(estimator, "flip_tta", True)

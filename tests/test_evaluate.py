@@ -213,7 +213,7 @@ def test_cli_nothing_labelled_exits_1(tmp_path):
 
 
 @pytest.mark.data
-@pytest.mark.parametrize("mode, tta", [("crops", False), ("pasted", False), ("crops", True)])
+@pytest.mark.parametrize("mode, tta", [("crops", True), ("pasted", True), ("crops", False)])
 def test_cli_on_six_utkface_chips(tmp_path, mode, tta):
     chips = tmp_path / "chips"
     chips.mkdir()
@@ -221,7 +221,7 @@ def test_cli_on_six_utkface_chips(tmp_path, mode, tta):
         shutil.copy(f, chips / f.name)
     out = tmp_path / "report"
     rc = _cli(["evaluate", str(chips), f"--{mode}", "--model", "efficientnet_lite0", "--untrained",
-               "--out", str(out), "--json"] + (["--tta"] if tta else []))
+               "--out", str(out), "--json"] + ([] if tta else ["--no-tta"]))
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
     run = report["metrics"]["run"]
