@@ -116,7 +116,9 @@ def test_mosaic_one_batched_forward_pass(estimator, mosaic, monkeypatch):
         handle.remove()
     assert len(faces) == len(layout)
     assert batch_calls == [len(layout)], "all faces of an image go through the model in one call"
-    assert forward_batches == [len(layout)], "one forward pass of the whole batch"
+    mirrors = 2 if estimator.flip_tta else 1  # flip TTA: each face and its mirror, still in the same pass
+    assert estimator.flip_tta, "flip TTA is the default"
+    assert forward_batches == [mirrors * len(layout)], "one forward pass of the whole batch"
     assert [f.index for f in faces] == list(range(1, len(layout) + 1))
     assert [f.box[0] for f in faces] == sorted(f.box[0] for f in faces)
     for f in faces:
