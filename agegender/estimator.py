@@ -188,7 +188,10 @@ class Estimator:
 
     @torch.inference_mode()
     def predict_batch(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Raw model outputs for crops (N, S, S, 3) uint8 RGB already at ``input_size``: (age_probs, p_female)."""
+        """Raw model outputs for crops (N, S, S, 3) uint8 RGB already at ``input_size``: (age_probs, p_female).
+
+        With ``flip_tta`` the crops and their mirrors share one forward pass (one batch of 2N), so the cost is one
+        call, not two; the two halves' probabilities are averaged."""
         if len(crops) == 0:
             return np.zeros((0, 101), np.float32), np.zeros((0,), np.float32)
         x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device).permute(0, 3, 1, 2).float()
