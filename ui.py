@@ -188,6 +188,17 @@ def entry_metrics(entry: dict | None) -> dict[str, Any]:
     return {}
 
 
+def training_epochs(entry: dict | None) -> float | None:
+    """Epochs of the whole training behind a manifest entry: a fine-tuned model (``--init-from``) adds the epochs
+    of the runs it started from, which the manifest nests under ``training.initialised_from``."""
+    stage = (entry or {}).get("training")
+    total = None
+    while isinstance(stage, dict) and isinstance(stage.get("epochs_completed"), (int, float)):
+        total = (total or 0.0) + stage["epochs_completed"]
+        stage = stage.get("initialised_from") or stage.get("parent")
+    return total
+
+
 def model_label(backbone: str) -> str:
     found = model_entry(backbone)
     mae = entry_metrics(found[1] if found else None).get("mae")

@@ -29,13 +29,12 @@ else:
     rows = []
     for backbone, entry in models.items():
         m = ui.entry_metrics(entry)
-        training = entry.get("training") or {}
         sets = (entry.get("training_data") or {}).get("sets")
         rows.append({"model": backbone + (" (default)" if backbone == default else ""), "file": entry["file"],
                      "MB": round(entry.get("bytes", 0) / 1e6, 1), "input px": entry.get("input_size"),
                      "dtype": entry.get("dtype"), "MAE (y)": m.get("mae"), "gender acc.": m.get("gender_acc"),
                      "measured on": m.get("source"), "trained on": ", ".join(sets) if isinstance(sets, dict) else None,
-                     "epochs": training.get("epochs_completed"), "license": entry.get("license")})
+                     "epochs": ui.training_epochs(entry), "license": entry.get("license")})
     st.dataframe(pd.DataFrame(rows).dropna(axis=1, how="all"), hide_index=True, width="stretch",
                  column_config={"gender acc.": st.column_config.NumberColumn(format="percent"),
                                 "MAE (y)": st.column_config.NumberColumn(format="%.2f")})

@@ -394,6 +394,14 @@ def test_ice_servers_from_secrets():
 
 
 # ------------------------------------------------------------------------------------------------ model report
+def test_training_epochs_add_up_a_fine_tune_chain():
+    chain = {"training": {"epochs_completed": 4.0, "initialised_from": {
+        "epochs_completed": 3.0, "parent": {"epochs_completed": 9.0, "parent": None}}}}
+    assert ui.training_epochs(chain) == 16.0
+    assert ui.training_epochs({"training": {"epochs_completed": 2.5}}) == 2.5
+    assert ui.training_epochs({"training": {}}) is None and ui.training_epochs(None) is None
+
+
 def test_model_report_without_reports(tmp_path, monkeypatch):
     monkeypatch.setenv("AGEGENDER_REPORTS", str(tmp_path))
     at = open_page(REPORT)

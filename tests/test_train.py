@@ -6,6 +6,7 @@ Runs use EfficientNet-Lite0 without ImageNet weights (nothing here is about pret
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -242,3 +243,73 @@ def test_loss_targets_and_balance():
     weights = decade_weights(np.array([25] * 90 + [5] * 10))
     per_sample = weights[torch.tensor([2] * 90 + [0] * 10)]
     assert per_sample.mean().item() == pytest.approx(1.0) and weights[0] > weights[2]
+
+
+def test_age_l1_adds_the_expected_age_error():
+    """Uniform logits put E[age] at 50; targets 30 and 80 add 0.5 x 20 and 0.5 x 30 (mean 12.5) to the age loss,
+    and the L1 term's gradient pushes E[age] towards each label."""
+    ages, genders = torch.tensor([30, 80]), torch.tensor([0, 1])
+    logits = torch.zeros(2, 101, requires_grad=True)
+    gender_logit = torch.zeros(2)
+    plain = AgeGenderLoss(age_sigma=2.5)
+    with_l1 = AgeGenderLoss(age_sigma=2.5, age_l1=0.5)
+    base = plain(logits, gender_logit, *plain.targets(ages, genders))[1]
+    total, age, _ = with_l1(logits, gender_logit, *with_l1.targets(ages, genders))
+    assert (age - base).item() == pytest.approx(0.5 * (20 + 30) / 2, abs=1e-3)
+    l1_only = total - plain(logits, gender_logit, *plain.targets(ages, genders))[0]
+    (grad,) = torch.autograd.grad(l1_only, logits)
+    step = torch.softmax(logits - grad, dim=1) @ torch.arange(101.0)  # one gradient step on the L1 term
+    assert step[0] < 50 < step[1]
+    with pytest.raises(ValueError):
+        AgeGenderLoss(age_l1=-1.0)
+
+
+class _FixedAges(torch.nn.Module):
+    """A 'model' whose age softmax is a spike at the age written in the image's first pixel."""
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        spikes = torch.nn.functional.one_hot(images[:, 0, 0, 0].round().long(), 101).float() * 100.0
+        return spikes, torch.ones(len(images))  # P(female) > 0.5 for everyone
+
+
+def test_validation_mae_within_5_and_gender_on_known_predictions():
+    predicted = torch.tensor([30.0, 30.0, 30.0, 30.0])
+    labels, genders = torch.tensor([30, 34, 36, 20]), torch.tensor([1, 1, 0, 1])
+    images = predicted.view(4, 1, 1, 1).expand(4, 3, 2, 2).contiguous()
+    loader = [(images, labels, genders)]
+    from train.validation import validate
+
+    metrics = validate(_FixedAges(), {"toy": loader}, torch.nn.Identity(), Dist(), contextlib.nullcontext)
+    assert metrics["val_mae_toy"] == pytest.approx((0 + 4 + 6 + 10) / 4)
+    assert metrics["val_within_5_toy"] == pytest.approx(0.5)  # errors 0 and 4 are within 5 years; 6 and 10 not
+    assert metrics["val_gender_acc_toy"] == pytest.approx(0.75)
+    assert metrics["val_within_5"] == metrics["val_within_5_toy"]
+
+
+@pytest.mark.data
+def test_init_from_fine_tunes_from_a_run(trained_run, cache, tmp_path):
+    """--init-from starts from the parent's EMA weights with a fresh optimizer and schedule, keeps the parent's
+    lineage through export, and refuses a checkpoint of another input size."""
+    parent = checkpoint.load(trained_run / "best.pt")
+    out = tmp_path / "ft"
+    argv = BASE + ["--cache", str(cache), "--out", str(out), "--init-from", str(trained_run / "best.pt"),
+                   "--age-l1", "0.1", "--epochs", "1", "--lr", "1e-4", "--max-steps", "1"]
+    trainer = Trainer(resolve(argv), Dist(), time.monotonic(), argv)
+    assert trainer.step == 0 and not trainer.optimizer.state_dict()["state"]
+    for name, tensor in parent["ema"]["module"].items():
+        assert torch.equal(trainer.net.state_dict()[name], tensor), name
+    trainer.fit()
+    state = checkpoint.load(out / "last.pt")
+    assert state["step"] == 1 and state["parent"]["steps"] == parent["step"] == 32
+    assert state["parent"]["commands"] == parent["commands"] and state["config"]["age_l1"] == 0.1
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    export_run(out, "last.pt", weights_dir=weights, log=lambda _: None)
+    entry = json.loads((weights / "MANIFEST.json").read_text())["files"]["agegender_efficientnet_lite0.safetensors"]
+    assert entry["training"]["initialised_from"]["epochs_completed"] == 8
+    assert 0 <= entry["metrics"]["val"]["utkface"]["within_5"] <= 1
+
+    with pytest.raises(SystemExit, match="input_size"):
+        Trainer(resolve(BASE + ["--cache", str(cache), "--out", str(tmp_path / "bad"), "--input-size", "96",
+                                "--init-from", str(trained_run / "best.pt")]), Dist(), time.monotonic(), [])

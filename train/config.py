@@ -40,11 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--input-size", type=int, default=None, help="default: the backbone's (registry)")
     model.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
                        help="start from ImageNet weights; default: when the backbone has them")
+    model.add_argument("--init-from", type=str, default=None, metavar="CHECKPOINT",
+                       help="start from this run checkpoint's weights (its EMA if it kept one) with a fresh "
+                            "optimizer and schedule: fine-tuning; same backbone and input size")
     model.add_argument("--dropout", type=float, default=0.2, help="before both heads")
     loss = p.add_argument_group("loss")
     loss.add_argument("--age-loss", choices=("gaussian", "onehot"), default="gaussian",
                       help="age target: Gaussian label distribution or the one-hot bin")
     loss.add_argument("--age-sigma", type=float, default=2.5, help="std (years) of the Gaussian age target")
+    loss.add_argument("--age-l1", type=float, default=0.0, metavar="WEIGHT",
+                      help="add WEIGHT x |expected age - label| (years) to the age loss; 0 = off")
     loss.add_argument("--gender-smoothing", type=float, default=0.05, help="label smoothing of the gender BCE")
     loss.add_argument("--gender-weight", type=float, default=1.0, help="loss = age + this × gender")
     loss.add_argument("--balance", action=argparse.BooleanOptionalAction, default=False,

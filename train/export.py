@@ -4,7 +4,9 @@
 
 The run folder is git-ignored, so its per-epoch metrics, curves and log are copied to
 ``reports/train-<backbone>-*`` (committed) and the manifest points there: the app's model report then shows the
-training history on any fresh clone.
+training history on any fresh clone. A run started with ``--init-from`` also publishes the history of the run it
+started from (``reports/train-<backbone>-init1-*``; ``init2`` for the run that one started from, …), so a
+fine-tuned model's whole training stays on record.
 
 The exported tensors are the EMA weights when the run used ``--ema`` (that is what was validated), cast to
 float16 (half the size; ResNet-50 stays under the 50 MB limit for bundled files) and checked to load strictly
@@ -74,6 +76,7 @@ def manifest_entry(state: dict[str, Any], source: str) -> dict[str, Any]:
             "checkpoint": source,
             "weights": "EMA" if state.get("ema") else "final",
             "config": {k: v for k, v in state["config"].items() if k not in ("resume", "export", "set_default")},
+            **({"initialised_from": state["parent"]} if state.get("parent") else {}),
         },
         "metrics": {"val": val_metrics(state["metrics"], state["data"])},
     }
@@ -87,6 +90,8 @@ def val_metrics(flat: dict[str, float], data: dict[str, dict]) -> dict[str, dict
         n = sum(d["val_crops"] for d in data.values()) if name == "combined" else data[name]["val_crops"]
         out[name] = {"mae": round(flat[f"val_mae{suffix}"], 4), "gender_acc": round(flat[f"val_gender_acc{suffix}"], 4),
                      "n": n}
+        if f"val_within_5{suffix}" in flat:  # runs before this metric existed lack it
+            out[name]["within_5"] = round(flat[f"val_within_5{suffix}"], 4)
     return out
 
 
@@ -94,14 +99,14 @@ HISTORY_FILES = {"metrics_csv": ("metrics.csv", "-metrics.csv"), "curves": ("cur
                  "log": ("train.log", ".log")}
 
 
-def publish_history(run: Path, backbone: str, reports_dir: Path) -> dict[str, str]:
-    """Copy the run's metrics.csv, curves.png and train.log to ``reports_dir/train-<backbone>*``; returns the
-    manifest keys → paths (relative to the repository when inside it) of the files that existed."""
+def publish_history(run: Path, backbone: str, reports_dir: Path, stage: str = "") -> dict[str, str]:
+    """Copy the run's metrics.csv, curves.png and train.log to ``reports_dir/train-<backbone><stage>*``; returns
+    the manifest keys → paths (relative to the repository when inside it) of the files that existed."""
     reports_dir.mkdir(parents=True, exist_ok=True)
     out = {}
     for key, (source, suffix) in HISTORY_FILES.items():
         if (run / source).is_file():
-            target = reports_dir / f"train-{backbone}{suffix}"
+            target = reports_dir / f"train-{backbone}{stage}{suffix}"
             shutil.copyfile(run / source, target)
             resolved = target.resolve()
             out[key] = str(resolved.relative_to(REPO_DIR)) if resolved.is_relative_to(REPO_DIR) else str(resolved)
@@ -140,6 +145,11 @@ def export_run(run: Path, which: str = checkpoint.BEST, name: str | None = None,
     info = manifest_entry(state, f"{run.name}/{which}")
     if reports_dir is not None:
         info["training"].update(publish_history(run, backbone, Path(reports_dir)))
+        parent, depth = info["training"].get("initialised_from"), 1
+        while parent:  # a fine-tune: keep the history of the runs it started from beside its own
+            parent.update(publish_history(Path(parent["checkpoint"]).parent, backbone, Path(reports_dir),
+                                          f"-init{depth}"))
+            parent, depth = parent.get("parent"), depth + 1
     entry = register_file(name, info, weights_dir)
     if set_default:
         manifest = read_manifest(weights_dir)

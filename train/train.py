@@ -62,6 +62,22 @@ def build_model(cfg: argparse.Namespace, log: logging.Logger) -> AgeGenderNet:
     return AgeGenderNet(cfg.backbone, dropout=cfg.dropout, pretrained=cfg.pretrained, input_size=cfg.input_size)
 
 
+def init_from(net: AgeGenderNet, path: Path, cfg: argparse.Namespace) -> dict[str, Any]:
+    """Load ``path``'s weights into ``net`` (the EMA when that run kept one: it is what was validated) and return
+    the parent run's lineage for the manifest, so a fine-tuned model's total training stays on record."""
+    state = checkpoint.load(path)
+    parent_cfg = state["config"]
+    for key in ("backbone", "input_size"):
+        if parent_cfg[key] != getattr(cfg, key):
+            raise SystemExit(f"--init-from: {path} has {key} {parent_cfg[key]!r}, this run {getattr(cfg, key)!r}")
+    net.load_state_dict(state["ema"]["module"] if state.get("ema") else state["model"], strict=True)
+    return {"checkpoint": str(path), "weights": "EMA" if state.get("ema") else "final",
+            "epochs_completed": round(state["epoch"] + state["epoch_step"] / state["steps_per_epoch"], 3),
+            "steps": state["step"], "wall_time_s": round(state["elapsed"], 1), "hardware": state["hardware"],
+            "commands": list(state["commands"]), "val_mae": float(state["metrics"]["val_mae"]),
+            "parent": state.get("parent")}
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """No weight decay on biases and normalisation parameters (1-D tensors): decaying them only hurts."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
@@ -125,6 +141,11 @@ class Trainer:
 
         self.net = build_model(cfg, self.log)
         cfg.input_size = self.net.input_size
+        self.parent: dict[str, Any] | None = None
+        if cfg.init_from and not cfg.resume:  # a resumed run restores its own weights below
+            self.parent = init_from(self.net, Path(cfg.init_from), cfg)
+            self.log.info(f"initialised from {cfg.init_from} ({self.parent['weights']} weights, "
+                          f"val MAE {self.parent['val_mae']:.3f})")
         self.net = self.net.to(ctx.device, memory_format=torch.channels_last)  # faster on CPU too (measured)
         self.normalize = Normalize(self.net.mean, self.net.std, channels_last=True).to(ctx.device)
         self._build_data()
@@ -138,7 +159,7 @@ class Trainer:
         self.autocast, self.scaler, cfg.precision = autocast_and_scaler(ctx.device, cfg.precision)
         balance = decade_weights(np.concatenate([s.ages for s in self.train_splits])) if cfg.balance else None
         self.loss_fn = AgeGenderLoss(cfg.age_sigma, cfg.age_loss, cfg.gender_smoothing, cfg.gender_weight,
-                                     balance).to(ctx.device)
+                                     balance, cfg.age_l1).to(ctx.device)
 
         self.epoch, self.epoch_step, self.step = 0, 0, 0
         self.best, self.best_epoch, self.bad_epochs = math.inf, 0, 0
@@ -192,6 +213,7 @@ class Trainer:
         self.epoch, self.epoch_step, self.step = state["epoch"], state["epoch_step"], state["step"]
         self.best, self.best_epoch, self.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
         self.elapsed, self.commands = state["elapsed"], list(state["commands"])
+        self.parent = state.get("parent")
         checkpoint.restore_rng(state["rng"])
         if state["world_size"] != self.ctx.world_size and self.epoch_step:
             self.log.info(f"resuming with {self.ctx.world_size} processes instead of {state['world_size']}: "
@@ -217,6 +239,7 @@ class Trainer:
             "elapsed": self.elapsed + time.monotonic() - self.started,
             "hardware": hardware(self.ctx),
             "commands": self.commands,
+            "parent": self.parent,
             "data": self.data_summary(),
         }
 
@@ -323,7 +346,7 @@ class Trainer:
             per_set = ", ".join(f"{s} {metrics[f'val_mae_{s}']:.2f}" for s in cfg.sets)
             self.log.info(f"epoch {epoch_label} step {self.step}: loss {train[0]:.4f} (age {train[1]:.4f}, gender "
                           f"{train[2]:.4f}) | val MAE {metrics['val_mae']:.3f} ({per_set}), gender acc "
-                          f"{metrics['val_gender_acc']:.4f}{' *' if improved else ''} | {seconds:.0f}s, "
+                          f"{metrics['val_gender_acc']:.4f}, ±5 {metrics['val_within_5']:.4f}{' *' if improved else ''} | {seconds:.0f}s, "
                           f"{seconds / max(float(sums[3]) / ctx.world_size, 1):.2f}s/step")
         distributed.barrier(ctx)
         return improved

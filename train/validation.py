@@ -1,4 +1,5 @@
-"""Validation as the app measures it: expected age of the softmax vs. the label (MAE), P(female) ≥ 0.5 accuracy.
+"""Validation as the app measures it: expected age of the softmax vs. the label (MAE and the share within ±5
+years), P(female) ≥ 0.5 accuracy.
 
 Under DDP every rank scores a disjoint shard (``rank::world_size``) of each val set and the *sums* are
 all-reduced, so every rank gets the exact metrics of the full val sets — no sample is dropped or counted twice
@@ -25,14 +26,14 @@ def shard(dataset: Dataset, ctx: Dist) -> Dataset:
 @torch.inference_mode()
 def validate(model: nn.Module, loaders: dict[str, DataLoader], normalize: nn.Module, ctx: Dist,
              autocast: Callable[[], contextlib.AbstractContextManager]) -> dict[str, float]:
-    """``val_mae_{set}``, ``val_gender_acc_{set}`` per set, then ``val_mae`` and ``val_gender_acc`` over all of
-    them together (the union of the val sets, i.e. weighted by their sizes)."""
+    """``val_mae_{set}``, ``val_within_5_{set}``, ``val_gender_acc_{set}`` per set, then the same without the
+    suffix over all of them together (the union of the val sets, i.e. weighted by their sizes)."""
     was_training = model.training
     model.eval()
     bins = None
     sums = {}
     for name, loader in loaders.items():
-        total = torch.zeros(3, dtype=torch.float64, device=ctx.device)  # |error| sum, correct genders, count
+        total = torch.zeros(4, dtype=torch.float64, device=ctx.device)  # |error| sum, correct genders, ±5, count
         for images, ages, genders in loader:
             images = normalize(images.to(ctx.device, non_blocking=True))
             with autocast():
@@ -41,16 +42,20 @@ def validate(model: nn.Module, loaders: dict[str, DataLoader], normalize: nn.Mod
                 bins = torch.arange(age_logits.shape[1], device=ctx.device, dtype=torch.float32)
             expected = torch.softmax(age_logits.float(), dim=1) @ bins
             ages, genders = ages.to(ctx.device), genders.to(ctx.device)
-            total[0] += (expected - ages.float()).abs().sum().double()
+            error = (expected - ages.float()).abs()
+            total[0] += error.sum().double()
             total[1] += ((gender_logit.float() >= 0).long() == genders).sum().double()  # P(female) ≥ 0.5, as the app
-            total[2] += len(ages)
+            total[2] += (error <= 5).sum().double()  # the evaluation's within_5 (agegender.evaluate)
+            total[3] += len(ages)
         sums[name] = all_reduce_sum(total, ctx)
     model.train(was_training)
     metrics = {}
-    for name, (abs_err, correct, count) in sums.items():
+    for name, (abs_err, correct, within_5, count) in sums.items():
         metrics[f"val_mae_{name}"] = float(abs_err / count)
+        metrics[f"val_within_5_{name}"] = float(within_5 / count)
         metrics[f"val_gender_acc_{name}"] = float(correct / count)
-    everything = torch.stack(list(sums.values())).sum(0)
-    metrics["val_mae"] = float(everything[0] / everything[2])
-    metrics["val_gender_acc"] = float(everything[1] / everything[2])
+    abs_err, correct, within_5, count = torch.stack(list(sums.values())).sum(0)
+    metrics["val_mae"] = float(abs_err / count)
+    metrics["val_within_5"] = float(within_5 / count)
+    metrics["val_gender_acc"] = float(correct / count)
     return metrics
