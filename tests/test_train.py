@@ -305,9 +305,16 @@ def test_init_from_fine_tunes_from_a_run(trained_run, cache, tmp_path):
 
     weights = tmp_path / "weights"
     weights.mkdir()
-    export_run(out, "last.pt", weights_dir=weights, log=lambda _: None)
+    shutil.copy(WEIGHTS_DIR / "MANIFEST.json", weights)
+    reports = tmp_path / "reports"
+    export_run(out, "last.pt", weights_dir=weights, log=lambda _: None, reports_dir=reports)
     entry = json.loads((weights / "MANIFEST.json").read_text())["files"]["agegender_efficientnet_lite0.safetensors"]
-    assert entry["training"]["initialised_from"]["epochs_completed"] == 8
+    parent_entry = entry["training"]["initialised_from"]
+    assert parent_entry["epochs_completed"] == 8 and parent_entry["checkpoint"] == str(trained_run / "best.pt")
+    # The parent run's history is published beside the fine-tune's own.
+    assert parent_entry["metrics_csv"] == str(reports / "train-efficientnet_lite0-init1-metrics.csv")
+    assert Path(parent_entry["metrics_csv"]).read_text() == (trained_run / "metrics.csv").read_text()
+    assert Path(entry["training"]["metrics_csv"]).read_text() == (out / "metrics.csv").read_text()
     assert 0 <= entry["metrics"]["val"]["utkface"]["within_5"] <= 1
 
     with pytest.raises(SystemExit, match="input_size"):
