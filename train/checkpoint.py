@@ -52,6 +52,17 @@ def load(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def validated_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights a run validated: its EMA if it kept one, else the live model (what export ships and
+    ``--init-from`` starts from)."""
+    return state["ema"]["module"] if state.get("ema") else state["model"]
+
+
+def epochs_completed(state: dict[str, Any]) -> float:
+    """Epochs trained, counting a run stopped mid-epoch (``--time-budget``) fractionally."""
+    return round(state["epoch"] + state["epoch_step"] / state["steps_per_epoch"], 3)
+
+
 def saved_config(out: str | Path) -> dict[str, Any] | None:
     """The config stored in ``out/last.pt``, or ``None`` when there is nothing to resume."""
     path = Path(out) / LAST

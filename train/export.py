@@ -34,11 +34,6 @@ LICENSE = ("Trained on UTKFace (non-commercial research use only) and/or All-Age
            "weights inherit those terms and are for non-commercial research use only.")
 
 
-def model_tensors(state: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The weights to ship: the EMA if the run kept one (it is what was validated), else the live model."""
-    return state["ema"]["module"] if state.get("ema") else state["model"]
-
-
 def to_fp16(tensors: dict[str, torch.Tensor], backbone: str, input_size: int) -> dict[str, torch.Tensor]:
     """Float tensors as contiguous fp16 (integer buffers kept), after a strict load into the inference model."""
     AgeGenderNet(backbone, dropout=0.0, input_size=input_size).load_state_dict(tensors, strict=True)
@@ -67,7 +62,7 @@ def manifest_entry(state: dict[str, Any], source: str) -> dict[str, Any]:
                      "the inference crop, validation uses it exactly",
         },
         "training": {
-            "epochs_completed": round(state["epoch"] + state["epoch_step"] / state["steps_per_epoch"], 3),
+            "epochs_completed": checkpoint.epochs_completed(state),
             "selected_epoch": state["best_epoch"],
             "steps": state["step"],
             "wall_time_s": round(state["elapsed"], 1),
@@ -127,7 +122,7 @@ def export_run(run: Path, which: str = checkpoint.BEST, name: str | None = None,
     backbone, input_size = cfg["backbone"], cfg["input_size"]
     name = name or f"agegender_{backbone}.safetensors"
     spec = backbone_spec(backbone)
-    tensors = to_fp16(model_tensors(state), backbone, input_size)
+    tensors = to_fp16(checkpoint.validated_weights(state), backbone, input_size)
     path = weights_dir / name
     save_file(tensors, str(path), metadata={
         "format": "agegender", "backbone": backbone, "input_size": str(input_size),

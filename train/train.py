@@ -31,7 +31,7 @@ from agegender.models import AgeGenderNet
 
 from . import checkpoint, distributed
 from .augment import Normalize, eval_transform, mixup, train_transform
-from .config import resolve
+from .config import ARCHITECTURE_KEYS, resolve
 from .data import EpochSampler, EvalCrops, TrainCrops, cache_context, load_split, make_loader
 from .distributed import Dist
 from .ema import ModelEMA
@@ -67,13 +67,13 @@ def init_from(net: AgeGenderNet, path: Path, cfg: argparse.Namespace) -> dict[st
     the parent run's lineage for the manifest, so a fine-tuned model's total training stays on record."""
     state = checkpoint.load(path)
     parent_cfg = state["config"]
-    for key in ("backbone", "input_size"):
+    for key in ARCHITECTURE_KEYS:
         if parent_cfg[key] != getattr(cfg, key):
             raise SystemExit(f"--init-from: {path} has {key} {parent_cfg[key]!r}, this run {getattr(cfg, key)!r}")
-    net.load_state_dict(state["ema"]["module"] if state.get("ema") else state["model"], strict=True)
+    net.load_state_dict(checkpoint.validated_weights(state), strict=True)
     return {"checkpoint": str(path), "weights": "EMA" if state.get("ema") else "final",
-            "epochs_completed": round(state["epoch"] + state["epoch_step"] / state["steps_per_epoch"], 3),
-            "steps": state["step"], "wall_time_s": round(state["elapsed"], 1), "hardware": state["hardware"],
+            "epochs_completed": checkpoint.epochs_completed(state), "steps": state["step"],
+            "wall_time_s": round(state["elapsed"], 1), "hardware": state["hardware"],
             "commands": list(state["commands"]), "val_mae": float(state["metrics"]["val_mae"]),
             "parent": state.get("parent")}
 
@@ -346,7 +346,8 @@ class Trainer:
             per_set = ", ".join(f"{s} {metrics[f'val_mae_{s}']:.2f}" for s in cfg.sets)
             self.log.info(f"epoch {epoch_label} step {self.step}: loss {train[0]:.4f} (age {train[1]:.4f}, gender "
                           f"{train[2]:.4f}) | val MAE {metrics['val_mae']:.3f} ({per_set}), gender acc "
-                          f"{metrics['val_gender_acc']:.4f}, ±5 {metrics['val_within_5']:.4f}{' *' if improved else ''} | {seconds:.0f}s, "
+                          f"{metrics['val_gender_acc']:.4f}, ±5 {metrics['val_within_5']:.4f}"
+                          f"{' *' if improved else ''} | {seconds:.0f}s, "
                           f"{seconds / max(float(sums[3]) / ctx.world_size, 1):.2f}s/step")
         distributed.barrier(ctx)
         return improved
