@@ -289,7 +289,7 @@ def test_validation_mae_within_5_and_gender_on_known_predictions():
 @pytest.mark.data
 def test_init_from_fine_tunes_from_a_run(trained_run, cache, tmp_path):
     """--init-from starts from the parent's EMA weights with a fresh optimizer and schedule, keeps the parent's
-    lineage through export, and refuses a checkpoint of another input size."""
+    lineage through export, accepts another input size and refuses another backbone."""
     parent = checkpoint.load(trained_run / "best.pt")
     out = tmp_path / "ft"
     argv = BASE + ["--cache", str(cache), "--out", str(out), "--init-from", str(trained_run / "best.pt"),
@@ -317,6 +317,12 @@ def test_init_from_fine_tunes_from_a_run(trained_run, cache, tmp_path):
     assert Path(entry["training"]["metrics_csv"]).read_text() == (out / "metrics.csv").read_text()
     assert 0 <= entry["metrics"]["val"]["utkface"]["within_5"] <= 1
 
-    with pytest.raises(SystemExit, match="input_size"):
-        Trainer(resolve(BASE + ["--cache", str(cache), "--out", str(tmp_path / "bad"), "--input-size", "96",
+    # Another input size is progressive resizing: same weights, lineage records the parent's size.
+    resized = Trainer(resolve(BASE + ["--cache", str(cache), "--out", str(tmp_path / "resized"), "--input-size",
+                                      "96", "--init-from", str(trained_run / "best.pt")]), Dist(), time.monotonic(), [])
+    assert resized.cfg.input_size == 96 and resized.parent["input_size"] == parent["config"]["input_size"] != 96
+    for name, tensor in parent["ema"]["module"].items():
+        assert torch.equal(resized.net.state_dict()[name], tensor), name
+    with pytest.raises(SystemExit, match="backbone 'efficientnet_lite0', this run 'resnet50'"):
+        Trainer(resolve(BASE + ["--cache", str(cache), "--out", str(tmp_path / "bad"), "--backbone", "resnet50",
                                 "--init-from", str(trained_run / "best.pt")]), Dist(), time.monotonic(), [])

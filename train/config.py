@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start from ImageNet weights; default: when the backbone has them")
     model.add_argument("--init-from", type=str, default=None, metavar="CHECKPOINT",
                        help="start from this run checkpoint's weights (its EMA if it kept one) with a fresh "
-                            "optimizer and schedule: fine-tuning; same backbone and input size")
+                            "optimizer and schedule: fine-tuning; same backbone, any input size")
     model.add_argument("--dropout", type=float, default=0.2, help="before both heads")
     loss = p.add_argument_group("loss")
     loss.add_argument("--age-loss", choices=("gaussian", "onehot"), default="gaussian",

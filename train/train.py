@@ -31,7 +31,7 @@ from agegender.models import AgeGenderNet
 
 from . import checkpoint, distributed
 from .augment import Normalize, eval_transform, mixup, train_transform
-from .config import ARCHITECTURE_KEYS, resolve
+from .config import resolve
 from .data import EpochSampler, EvalCrops, TrainCrops, cache_context, load_split, make_loader
 from .distributed import Dist
 from .ema import ModelEMA
@@ -67,11 +67,13 @@ def init_from(net: AgeGenderNet, path: Path, cfg: argparse.Namespace) -> dict[st
     the parent run's lineage for the manifest, so a fine-tuned model's total training stays on record."""
     state = checkpoint.load(path)
     parent_cfg = state["config"]
-    for key in ARCHITECTURE_KEYS:
-        if parent_cfg[key] != getattr(cfg, key):
-            raise SystemExit(f"--init-from: {path} has {key} {parent_cfg[key]!r}, this run {getattr(cfg, key)!r}")
+    # The input size may change (progressive resizing, as in FixRes / EfficientNetV2): the backbones are fully
+    # convolutional with global pooling, so the same weights fit any resolution and only need fine-tuning to it.
+    if parent_cfg["backbone"] != cfg.backbone:
+        raise SystemExit(f"--init-from: {path} has backbone {parent_cfg['backbone']!r}, this run {cfg.backbone!r}")
     net.load_state_dict(checkpoint.validated_weights(state), strict=True)
     return {"checkpoint": str(path), "weights": "EMA" if state.get("ema") else "final",
+            "input_size": parent_cfg["input_size"],
             "epochs_completed": checkpoint.epochs_completed(state), "steps": state["step"],
             "wall_time_s": round(state["elapsed"], 1), "hardware": state["hardware"],
             "commands": list(state["commands"]), "val_mae": float(state["metrics"]["val_mae"]),
@@ -193,7 +195,12 @@ class Trainer:
             raise SystemExit(f"{len(self.train_set)} training crops make no batch of {cfg.batch_size} per process")
         pin = ctx.device.type == "cuda"
         self.train_loader = make_loader(self.train_set, cfg.batch_size, cfg.workers, pin, self.sampler, cfg.seed)
-        evaluate = eval_transform(crop, cache_context(cache), cfg.input_size)
+        context = cache_context(cache)
+        if round(crop / context) < cfg.input_size:
+            self.log.warning(f"{cache} holds {round(crop / context)} px inference crops, below the input size "
+                             f"{cfg.input_size}: every image is upsampled; rebuild it with train.preprocess "
+                             f"--size {math.ceil(cfg.input_size * context)}")
+        evaluate = eval_transform(crop, context, cfg.input_size)
         # Validation crops need no augmentation: reading them in the main process costs less than more workers.
         self.val_loaders = {s.dataset: make_loader(shard(EvalCrops([s], evaluate), ctx), 2 * cfg.batch_size, 0, pin)
                             for s in self.val_splits}
