@@ -317,10 +317,12 @@ def test_init_from_fine_tunes_from_a_run(trained_run, cache, tmp_path):
     assert Path(entry["training"]["metrics_csv"]).read_text() == (out / "metrics.csv").read_text()
     assert 0 <= entry["metrics"]["val"]["utkface"]["within_5"] <= 1
 
-    # Another input size is progressive resizing: same weights, lineage records the parent's size.
+    # Another input size is progressive resizing: same weights, lineage records the parent's size; a cache whose
+    # 128 px inference crops would be upsampled to 160 px is pointed out.
     resized = Trainer(resolve(BASE + ["--cache", str(cache), "--out", str(tmp_path / "resized"), "--input-size",
-                                      "96", "--init-from", str(trained_run / "best.pt")]), Dist(), time.monotonic(), [])
-    assert resized.cfg.input_size == 96 and resized.parent["input_size"] == parent["config"]["input_size"] != 96
+                                      "160", "--init-from", str(trained_run / "best.pt")]), Dist(), time.monotonic(), [])
+    assert resized.cfg.input_size == 160 and resized.parent["input_size"] == parent["config"]["input_size"] == 128
+    assert "128 px inference crops, below the input size 160" in (tmp_path / "resized" / "train.log").read_text()
     for name, tensor in parent["ema"]["module"].items():
         assert torch.equal(resized.net.state_dict()[name], tensor), name
     with pytest.raises(SystemExit, match="backbone 'efficientnet_lite0', this run 'resnet50'"):

@@ -58,6 +58,11 @@ def validated_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     return state["ema"]["module"] if state.get("ema") else state["model"]
 
 
+def weights_kind(state: dict[str, Any]) -> str:
+    """How the manifest and a fine-tune's lineage name :func:`validated_weights`."""
+    return "EMA" if state.get("ema") else "final"
+
+
 def epochs_completed(state: dict[str, Any]) -> float:
     """Epochs trained, counting a run stopped mid-epoch (``--time-budget``) fractionally."""
     return round(state["epoch"] + state["epoch_step"] / state["steps_per_epoch"], 3)

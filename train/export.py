@@ -69,7 +69,7 @@ def manifest_entry(state: dict[str, Any], source: str) -> dict[str, Any]:
             "hardware": state["hardware"],
             "commands": state["commands"],
             "checkpoint": source,
-            "weights": "EMA" if state.get("ema") else "final",
+            "weights": checkpoint.weights_kind(state),
             "config": {k: v for k, v in state["config"].items() if k not in ("resume", "export", "set_default")},
             **({"initialised_from": state["parent"]} if state.get("parent") else {}),
         },

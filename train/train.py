@@ -72,7 +72,7 @@ def init_from(net: AgeGenderNet, path: Path, cfg: argparse.Namespace) -> dict[st
     if parent_cfg["backbone"] != cfg.backbone:
         raise SystemExit(f"--init-from: {path} has backbone {parent_cfg['backbone']!r}, this run {cfg.backbone!r}")
     net.load_state_dict(checkpoint.validated_weights(state), strict=True)
-    return {"checkpoint": str(path), "weights": "EMA" if state.get("ema") else "final",
+    return {"checkpoint": str(path), "weights": checkpoint.weights_kind(state),
             "input_size": parent_cfg["input_size"],
             "epochs_completed": checkpoint.epochs_completed(state), "steps": state["step"],
             "wall_time_s": round(state["elapsed"], 1), "hardware": state["hardware"],
@@ -196,8 +196,9 @@ class Trainer:
         pin = ctx.device.type == "cuda"
         self.train_loader = make_loader(self.train_set, cfg.batch_size, cfg.workers, pin, self.sampler, cfg.seed)
         context = cache_context(cache)
-        if round(crop / context) < cfg.input_size:
-            self.log.warning(f"{cache} holds {round(crop / context)} px inference crops, below the input size "
+        inference_crop = round(crop / context)
+        if inference_crop < cfg.input_size:
+            self.log.warning(f"{cache} holds {inference_crop} px inference crops, below the input size "
                              f"{cfg.input_size}: every image is upsampled; rebuild it with train.preprocess "
                              f"--size {math.ceil(cfg.input_size * context)}")
         evaluate = eval_transform(crop, context, cfg.input_size)
