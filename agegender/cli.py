@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from . import __version__
+from .cli_options import add_tta_arguments, tta_options
 from .errors import AgeGenderError
 from .groups import PRESETS
 
@@ -39,7 +40,7 @@ def _build_estimator(args: argparse.Namespace):
 
     return Estimator(model=args.model, detector=args.detector, device=args.device, groups=args.groups,
                      weights=None if args.untrained else (args.weights or "bundled"), min_score=args.min_score,
-                     min_face_size=args.min_face_size, max_faces=args.max_faces, flip_tta=args.tta)
+                     min_face_size=args.min_face_size, max_faces=args.max_faces, **tta_options(args))
 
 
 def predict_records(estimator, files: list[Path], crops: bool, annotate_dir: Path | None,
@@ -56,13 +57,13 @@ def predict_records(estimator, files: list[Path], crops: bool, annotate_dir: Pat
         try:
             rgb = load_image(path)
             record["height"], record["width"] = int(rgb.shape[0]), int(rgb.shape[1])
-            faces = estimator.predict_crops([rgb], aligned=True) if crops else estimator.predict(rgb)
+            faces = estimator.predict_crops([rgb]) if crops else estimator.predict(rgb)
             record["faces"] = [f.to_dict() for f in faces]
             if annotate_dir is not None:
                 import cv2
 
                 out = annotate_dir / f"{path.stem}.annotated.png"
-                drawn = annotate(rgb, faces, show_labels=show_labels) if not crops else rgb
+                drawn = annotate(rgb, faces, show_labels=show_labels)
                 cv2.imwrite(str(out), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
                 record["annotated"] = str(out)
         except AgeGenderError as exc:
@@ -171,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--csv", action="store_true", help="print one CSV row per face")
     p.add_argument("--annotate", metavar="OUT_DIR", help="write annotated PNGs (numbered boxes and labels) here")
     p.add_argument("--no-labels", action="store_true", help="with --annotate: numbers only, no age/gender text")
-    p.add_argument("--crops", action="store_true", help="inputs are aligned face chips (like UTKFace): no detection")
+    p.add_argument("--crops", action="store_true", help="each input is a face chip with one face (like UTKFace): one result per "
+                        "image, framed as the training crops")
     p.add_argument("--groups", default="fairface9",
                    help=f"age-group preset ({', '.join(PRESETS)}) or lower edges such as 0,13,18,65")
     p.add_argument("--detector", choices=("auto", "short", "full"), default="auto")
@@ -182,8 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="a .safetensors file instead of the bundled weights")
     p.add_argument("--untrained", action="store_true", help=argparse.SUPPRESS)  # tests only: random weights
     p.add_argument("--device", default="cpu")
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
-                   help="flip test-time augmentation: each face also mirrored, outputs averaged (default on)")
+    add_tta_arguments(p)
     p.add_argument("--recursive", action="store_true", help="look for images in sub-folders too")
     p.set_defaults(func=cmd_predict)
 

@@ -123,8 +123,8 @@ def crop_face(image: np.ndarray, det: Detection, size: int = 128, context: float
 def chip_detection(size: int = 200, source: str = "full") -> Detection:
     """A synthetic detection that reproduces the calibrated framing of an already aligned chip of ``size``.
 
-    ``predict_crops(..., aligned=True)`` uses it so that chips (e.g. UTKFace) reach the model framed exactly as
-    calibrated crops from photos do.
+    ``predict_crops`` falls back to it for a chip whose face the detector misses (and uses it for every chip with
+    ``framing="template"``): the average framing of a chip, as calibrated crops from photos are framed.
     """
     calib = load_calibration()
     kps = np.zeros((6, 2), dtype=np.float32)

@@ -2,7 +2,9 @@
 
 Three ways to feed the same labelled images, because they answer different questions:
 
-* ``crops``  – aligned face chips (UTKFace) straight into ``predict_crops(aligned=True)``: the model alone.
+* ``crops``  – face chips (UTKFace) through ``predict_crops``: each chip framed as the training crops were (its
+  face detected on a copy with a replicated border; ``chip_framing="template"``: the fixed chip template),
+  then the model. What the model does on the faces it was trained to see.
 * ``photos`` – each image through the full app pipeline ``predict(image)``, taking its main face: what a user
   gets on a portrait photo (All-Age-Faces). Images with no detected face are misses, reported as a detection
   rate; the accuracy metrics then cover the detected faces only.
@@ -30,6 +32,8 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 import cv2
 import numpy as np
 
+from .chips import CHIP_FRAMINGS, CHIP_SIZE, ChipFraming, main_face
+from .cli_options import add_tta_arguments, tta_options, tta_variant
 from .crop import chip_detection
 from .datasets import SETS, parse_utkface_name, read_split
 from .detection import box_iou
@@ -55,7 +59,6 @@ CALIBRATION_BINS = 10
 RACE_NAMES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Other", -1: "unknown"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
-CHIP_SIZE = 200  # chips are pasted at UTKFace's native size, as in train/calibrate_crop.py
 PASTE_SCALE = 2.5  # canvas side / chip side
 PASTE_BLUR = 0.03  # Gaussian sigma of the background, as a fraction of the canvas side
 PASTE_FEATHER = 0.06  # width of the chip's blended edge, as a fraction of the chip side
@@ -274,23 +277,6 @@ def match_box(boxes: Sequence[Sequence[float]], target: Sequence[float]) -> tupl
     return (best if score[best] > 0 else None), float(iou[best] if score[best] > 0 else iou.max())
 
 
-def main_face(faces: Sequence[Face], shape: tuple[int, ...]) -> Face | None:
-    """The face a photo's label is about: the largest, discounted by its distance from the centre.
-
-    Same rule as the training crops (``train/preprocess.py``), so evaluation picks the faces training did.
-    """
-    if not faces:
-        return None
-    h, w = shape[:2]
-
-    def key(face: Face) -> float:
-        x1, y1, x2, y2 = face.box
-        off = math.hypot(((x1 + x2) / 2 - w / 2) / w, ((y1 + y2) / 2 - h / 2) / h)
-        return (x2 - x1) * (y2 - y1) * (1.0 - off)
-
-    return max(faces, key=key)
-
-
 # ---------------------------------------------------------------------------------------------------- running
 def subset(samples: Sequence[Labelled], limit: int | None, seed: int) -> list[Labelled]:
     """``limit`` samples drawn with a fixed seed: split lists are sorted by name, i.e. by age for UTKFace."""
@@ -334,13 +320,15 @@ class _Tracker:
                   file=sys.stderr, flush=True)
 
 
-def _run_crops(estimator: Estimator, items: list[Labelled], batch_size: int, track: _Tracker) -> list[dict]:
+def _run_crops(estimator: Estimator, items: list[Labelled], batch_size: int, track: _Tracker,
+               framing: ChipFraming) -> list[dict]:
     rows: list[dict] = []
     for start in range(0, len(items), batch_size):
         batch = items[start:start + batch_size]
         images = [load_image(s.path()) for s in batch]
-        faces = track.timed(estimator.predict_crops, images, aligned=True)
-        rows += [_row(s, f) for s, f in zip(batch, faces)]
+        faces = track.timed(estimator.predict_crops, images, framing=framing)
+        rows += [_row(s, f, chip_framing="detected" if framing == "detect" and f.score > 0 else "template")
+                 for s, f in zip(batch, faces)]
         track.done(len(rows))
     return rows
 
@@ -400,33 +388,41 @@ def evaluate(
     progress: bool = True,
     seed: int = 0,
     presets: Sequence[str] = DEFAULT_PRESETS,
+    chip_framing: ChipFraming = "detect",
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run ``estimator`` over labelled ``samples`` in one of :data:`MODES`; returns (metrics, predictions).
 
     ``limit`` evaluates a seeded random subset. ``metrics["run"]`` records the mode, how many images had a
     (matching) face, time per image and the estimator; the accuracy metrics cover the found faces only.
     Each prediction is a JSON-safe dict (file, labels, ``detected``, ``pred_age``, ``p_female``, ``p_adult``…).
+    ``chip_framing`` is how ``crops`` frames each chip (:func:`agegender.chips.frame_chip`).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    if chip_framing not in CHIP_FRAMINGS:
+        raise ValueError(f"chip_framing must be one of {CHIP_FRAMINGS}, not {chip_framing!r}")
     items = subset(samples, limit, seed)
     if not items:
         raise NothingToEvaluate("no labelled images to evaluate")
     # One untimed call first: MediaPipe and torch set up lazily, a one-off cost that is not per image.
     first = load_image(items[0].path())
     if mode == "crops":
-        estimator.predict_crops([first])
+        estimator.predict_crops([first], framing=chip_framing)
     else:
         estimator.predict(first)
     track = _Tracker(len(items), mode, progress)
     if mode == "crops":
-        rows = _run_crops(estimator, items, batch_size, track)
+        rows = _run_crops(estimator, items, batch_size, track, chip_framing)
     elif mode == "photos":
         rows = _run_photos(estimator, items, track)
     else:
         rows = _run_pasted(estimator, items, samples, seed, track)
     metrics = metrics_from_rows(rows, presets)
     metrics["run"] = run_info(mode, rows, track.busy, time.perf_counter() - track.start, seed, estimator.info())
+    if mode == "crops":
+        metrics["run"]["chip_framing"] = chip_framing
+        metrics["run"]["template_fallbacks"] = sum(r["chip_framing"] == "template" for r in rows) \
+            if chip_framing == "detect" else None
     for row in rows:
         row.pop("age_probs", None)
     return metrics, rows
@@ -557,24 +553,30 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.device.startswith("cuda") and not _cuda_available():
         print(f"agegender evaluate: error: --device {args.device}, but torch sees no CUDA GPU", file=sys.stderr)
         return 2
+    tta = tta_options(args)
     try:
         estimator = Estimator(model=args.model, detector=args.detector, device=args.device,
-                              weights=None if args.untrained else (args.weights or "bundled"), flip_tta=args.tta)
+                              weights=None if args.untrained else (args.weights or "bundled"), **tta)
     except (WeightsError, ValueError, RuntimeError) as exc:  # RuntimeError: a malformed --device
         print(f"agegender evaluate: error: {exc}", file=sys.stderr)
         return 2
     try:
         metrics, rows = evaluate(estimator, samples, mode=mode, batch_size=args.batch_size, limit=args.limit,
-                                 seed=args.seed)
+                                 seed=args.seed, chip_framing=args.chip_framing)
     except (NothingToEvaluate, InvalidImageError) as exc:
         print(f"agegender evaluate: {exc}", file=sys.stderr)
         return 1
     finally:
         estimator.close()
-    variant = mode if args.tta else f"{mode}-no-tta"
+    template = mode == "crops" and args.chip_framing == "template"
+    variant = mode + ("-template" if template else "") + tta_variant(tta)
     out_dir = Path(args.out or f"reports/eval-{estimator.model_name}-{dataset}-{variant}")
-    title = f"{estimator.model_name} on {dataset} ({mode}{'' if args.tta else ', no flip TTA'})"
+    tta_words = {"-no-tta": ", no TTA", "-flip-tta": ", flip TTA only", "-scale-tta": ", scale TTA only"}
+    title = (f"{estimator.model_name} on {dataset} ({mode}{', chip template' if template else ''}"
+             f"{tta_words.get(tta_variant(tta), '')})")
     extra = {"dataset": dataset, "mode": mode}
+    if mode == "crops":
+        extra["chip_framing"] = args.chip_framing
     report = write_report(metrics, out_dir, title, extra=extra)
     write_predictions(rows, out_dir)
     if args.record:
@@ -632,18 +634,20 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--labels", metavar="CSV", help="labels for PATH (or for images next to the CSV)")
     modes = p.add_mutually_exclusive_group()
     modes.add_argument("--crops", dest="mode", action="store_const", const="crops",
-                       help="images are aligned face chips: the model alone (default, except All-Age-Faces)")
+                       help="images are face chips, framed as the training crops (default, except All-Age-Faces)")
     modes.add_argument("--photos", dest="mode", action="store_const", const="photos",
                        help="full pipeline on each image, main face (default for all_age_faces)")
     modes.add_argument("--pasted", dest="mode", action="store_const", const="pasted",
                        help="paste each chip into a larger photo-like canvas, then detect → crop → predict")
+    p.add_argument("--chip-framing", default="detect", choices=CHIP_FRAMINGS,
+                   help="--crops: detect each chip's face on a padded copy as training did (default), or use the "
+                        "fixed chip template (no detection)")
     p.add_argument("--model", default=None, help="backbone name (default: the bundled default model)")
     p.add_argument("--weights", default=None, help="a .safetensors file instead of the bundled weights")
     p.add_argument("--untrained", action="store_true", help=argparse.SUPPRESS)  # random weights: tests only
     p.add_argument("--detector", default="auto", choices=("auto", "short", "full"))
     p.add_argument("--device", default="cpu", help="torch device for the network (cpu, cuda…)")
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
-                   help="flip test-time augmentation, as Estimator(flip_tta=...) (default on, as in the app)")
+    add_tta_arguments(p)
     p.add_argument("--limit", type=int, default=None, help="evaluate a seeded random subset of N images")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0, help="for --limit subsets and --pasted positions")

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from .evaluation_plots import write_plots
 
 PREDICTION_COLUMNS = ("file", "age", "gender", "race", "detected", "pred_age", "p_female", "p_adult",
-                      "faces_found", "match_iou")
+                      "faces_found", "match_iou", "chip_framing")
 
 
 def _pct(value: float | None) -> str:

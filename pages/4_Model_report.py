@@ -82,7 +82,8 @@ def show_table(df: pd.DataFrame) -> None:
 table = pd.DataFrame([headline(n, r) for n, r in reports.items()]).dropna(axis=1, how="all")
 show_table(table)
 st.caption("MAE: mean absolute error of the expected age. Over-18 accuracy: 'adult' means P(age ≥ 18) ≥ 0.5. "
-           "False adult: share of minors called adult. Modes: crops = the model alone on aligned chips; photos = "
+           "False adult: share of minors called adult. Modes: crops = face chips framed as the training crops "
+           "(crops-template: a fixed chip framing, no detection); photos = "
            "the whole app pipeline on portraits; pasted = chips pasted into a larger picture, then detected.")
 
 own = ui.report_for_model(settings.model, reports)

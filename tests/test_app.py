@@ -314,9 +314,11 @@ def test_tracker_keeps_ids_and_smooths_labels():
 def test_live_analyzer_throttles_draws_and_reports_stats():
     class FakeEstimator:
         calls = 0
+        scale_tta: list = []
 
-        def predict(self, rgb, keep_crops=True):
+        def predict(self, rgb, keep_crops=True, scale_tta=None):
             FakeEstimator.calls += 1
+            FakeEstimator.scale_tta.append(scale_tta)
             return [_face((10, 10, 60, 60), 25, 0.2)]
 
     now = [0.0]
@@ -326,6 +328,7 @@ def test_live_analyzer_throttles_draws_and_reports_stats():
         out = analyzer.process_rgb(frame.copy())
         now[0] += 0.04  # 25 frames per second
     assert FakeEstimator.calls == 2  # t = 0 and t = 0.12: at most every 100 ms
+    assert FakeEstimator.scale_tta == [False, False]  # frame rate first: the mirror only, not three framings
     assert out.any()  # the box of the last analysis is drawn on frames in between
     stats = analyzer.latest_stats()
     assert stats is not None and analyzer.latest_stats() is None  # one slot: newest only, then empty
@@ -343,7 +346,7 @@ def test_live_analyzer_background_thread_keeps_frames_flowing():
     class SlowEstimator:
         calls = 0
 
-        def predict(self, rgb, keep_crops=True):
+        def predict(self, rgb, keep_crops=True, scale_tta=None):
             SlowEstimator.calls += 1
             release.wait(5)  # the first analysis "takes" until the test releases it
             return [_face((10, 10, 60, 60), 40, 0.8)]
@@ -369,7 +372,7 @@ def test_live_analyzer_background_thread_keeps_frames_flowing():
 
 def test_live_analyzer_reports_a_failing_model():
     class Broken:
-        def predict(self, rgb, keep_crops=True):
+        def predict(self, rgb, keep_crops=True, scale_tta=None):
             raise RuntimeError("boom")
 
     analyzer = live.LiveAnalyzer(Broken(), background=False)

@@ -44,10 +44,11 @@ def test_bundled_weights_reproduce_their_utkface_test_report(backbone):
     with (report_dir / "predictions.csv").open(newline="") as fh:
         rows = subset(list(csv.DictReader(fh)), N_IMAGES, seed=0)
     images = data_path("utkface", "images")
-    est = Estimator(model=backbone, weights="bundled", detector="full",
-                    flip_tta=run["estimator"].get("flip_tta", False))
+    est = Estimator(model=backbone, weights="bundled", detector=run["estimator"]["detector"],
+                    flip_tta=run["estimator"].get("flip_tta", False),
+                    scale_tta=run["estimator"].get("scale_tta", False))
     try:
-        faces = est.predict_crops([images / row["file"] for row in rows], aligned=True)
+        faces = est.predict_crops([images / row["file"] for row in rows], framing=run.get("chip_framing", "template"))
     finally:
         est.close()
     ages = np.array([f.age for f in faces])

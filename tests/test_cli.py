@@ -204,3 +204,33 @@ def test_info_json_lists_detector_weights_with_hashes():
         assert weights[name]["sha256"] == hashlib.sha256(data).hexdigest()
         assert weights[name]["bytes"] == len(data)
         assert weights[name]["kind"] == "detector"
+
+
+@pytest.mark.parametrize("argv, flip, scale, suffix", [
+    ([], True, True, ""),                        # the default, as in the app
+    (["--no-scale-tta"], True, False, "-flip-tta"),
+    (["--no-tta"], False, False, "-no-tta"),     # no TTA at all, scales included
+    (["--no-tta", "--scale-tta"], False, False, "-no-tta"),
+])
+def test_tta_switches_map_to_the_estimator_and_report_names(argv, flip, scale, suffix):
+    import argparse
+
+    from agegender.cli_options import add_tta_arguments, tta_options, tta_variant
+
+    parser = argparse.ArgumentParser()
+    add_tta_arguments(parser)
+    options = tta_options(parser.parse_args(argv))
+    assert options == {"flip_tta": flip, "scale_tta": scale}
+    assert tta_variant(options) == suffix
+    assert tta_variant({"flip_tta": False, "scale_tta": True}) == "-scale-tta"
+
+
+def test_predict_crops_no_scale_tta_changes_the_answer_on_a_chip(inputs, tmp_path, astronaut):
+    chip = tmp_path / "chip.png"
+    Image.fromarray(np.ascontiguousarray(astronaut[30:230, 130:330])).save(chip)
+    runs = [json.loads(run_cli("predict", str(chip), "--crops", "--json", *extra).stdout)[0]["faces"]
+            for extra in ([], ["--no-scale-tta"], ["--no-scale-tta"])]
+    assert all(len(faces) == 1 and faces[0]["score"] > 0.5 for faces in runs)
+    assert runs[1] == runs[2], "the same settings give the same answer"
+    assert runs[0][0]["age"] != runs[1][0]["age"], "three framings of the face are not the calibrated one alone"
+    assert runs[0][0]["box"] == runs[1][0]["box"]  # the same detected face

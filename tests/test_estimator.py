@@ -18,6 +18,7 @@ from PIL import Image
 
 from agegender import AgeGenderError, Estimator, Face, WeightsError
 from agegender.crop import chip_detection, crop_face
+from agegender.estimator import MAX_FORWARD_BATCH, SCALE_TTA_CONTEXTS
 from agegender.detection import MODEL_FILES
 from agegender.groups import PRESETS
 from agegender.imageio import load_image
@@ -117,14 +118,17 @@ def test_mosaic_one_batched_forward_pass(estimator, mosaic, monkeypatch):
     assert len(faces) == len(layout)
     assert batch_calls == [len(layout)], "all faces of an image go through the model in one call"
     mirrors = 2 if estimator.flip_tta else 1  # flip TTA: each face and its mirror, still in the same pass
-    assert estimator.flip_tta, "flip TTA is the default"
-    assert forward_batches == [mirrors * len(layout)], "one forward pass of the whole batch"
+    views = len(SCALE_TTA_CONTEXTS) if estimator.scale_tta else 1  # scale TTA: three framings of each face
+    assert estimator.flip_tta and estimator.scale_tta, "flip and scale TTA are the default"
+    images = mirrors * views * len(layout)
+    assert sum(forward_batches) == images, "every view of every face, each through the network once"
+    assert forward_batches == [min(MAX_FORWARD_BATCH, images - i) for i in range(0, images, MAX_FORWARD_BATCH)]
     assert [f.index for f in faces] == list(range(1, len(layout) + 1))
     assert [f.box[0] for f in faces] == sorted(f.box[0] for f in faces)
     for f in faces:
         check_face(f, estimator.preset.labels)
     # Batching does not change a face's result: each crop alone gives the same numbers.
-    for f in (faces[0], faces[-1]):
+    for f in (lambda plain: (plain[0], plain[-1]))(estimator.predict(img, scale_tta=False)):
         alone, p_female = estimator.predict_batch(f.crop[None])
         np.testing.assert_allclose(alone[0], f.age_probs, atol=1e-5)
         assert p_female[0] == pytest.approx(f.p_female, abs=1e-5)
@@ -164,50 +168,73 @@ def test_predict_detections_and_empty(estimator, astronaut):
 
 # ------------------------------------------------------------------------------------------------ face chips
 @pytest.mark.data
-def test_predict_crops_aligned_on_utkface_chips(estimator):
+def test_predict_crops_template_framing_on_utkface_chips(estimator):
     paths = utkface_chips(6)
-    faces = estimator.predict_crops(paths, aligned=True, keep_crops=True)
+    faces = estimator.predict_crops(paths, framing="template", keep_crops=True)
     assert len(faces) == len(paths)
+    template = chip_detection(200)
     for path, face in zip(paths, faces):
         check_face(face, estimator.preset.labels)
         chip = load_image(path)
-        assert face.box == (0, 0, chip.shape[1], chip.shape[0]) and face.score == 1.0
-        # The model saw exactly the calibrated chip framing.
-        expected = crop_face(chip if chip.shape[:2] == (200, 200) else
-                             cv2.resize(chip, (200, 200), interpolation=cv2.INTER_AREA),
-                             chip_detection(200), estimator.input_size)
-        np.testing.assert_array_equal(face.crop, expected)
+        assert chip.shape[:2] == (200, 200) and face.score == 1.0
+        assert face.box == tuple(int(round(v)) for v in template.box)
+        # The model saw exactly the calibrated chip template, no detection.
+        np.testing.assert_array_equal(face.crop, crop_face(chip, template, estimator.input_size))
     # Same result, one at a time (batch composition does not matter) and from bytes.
-    again = estimator.predict_crops([paths[2].read_bytes()])[0]
+    again = estimator.predict_crops([paths[2].read_bytes()], framing="template")[0]
     np.testing.assert_allclose(again.age_probs, faces[2].age_probs, atol=1e-5)
 
 
 @pytest.mark.data
-def test_predict_crops_unaligned_finds_the_face(estimator):
+def test_predict_crops_frames_chips_exactly_as_the_training_crops(estimator, monkeypatch):
+    """The default framing detects each chip's face, and the crop is pixel for pixel the training cache's
+    (train/preprocess.py) at the inference size: the model sees at inference what it was trained on."""
+    from train import preprocess
+
+    monkeypatch.setattr(preprocess, "_detector", estimator.detector)
     paths = utkface_chips(6)
-    faces = estimator.predict_crops(paths, aligned=False, keep_crops=True)
+    faces = estimator.predict_crops(paths, keep_crops=True)
     assert len(faces) == len(paths)
     found = [f for f in faces if f.score > 0]
     assert len(found) >= 5, "the detector should find the face in nearly every chip"
+    for path, face in zip(paths, faces):
+        check_face(face, estimator.preset.labels)
+        cached, how = preprocess.process((str(path), "utkface", estimator.input_size, 1.0))
+        assert how == ("detected" if face.score > 0 else "chip")
+        np.testing.assert_array_equal(face.crop, cached)
     for f in found:
-        check_face(f, estimator.preset.labels)
         cx, cy = (f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2
         assert 50 < cx < 150 and 50 < cy < 150, f"face box {f.box} should be near the chip centre"
         assert 60 < f.box[2] - f.box[0] < 260  # a tight chip's face box can be wider than the chip
+    # Per chip the detector's framing is not the template's: the two crops differ.
+    template = estimator.predict_crops(paths, framing="template", keep_crops=True)
+    differ = [np.abs(a.crop.astype(int) - b.crop.astype(int)).mean() for a, b in zip(found, template) if a.score > 0]
+    assert np.mean(differ) > 2.0
 
 
-def test_predict_crops_unaligned_falls_back_without_a_face(estimator, coffee):
-    faces = estimator.predict_crops([coffee], aligned=False)
-    assert len(faces) == 1 and faces[0].score == 0.0
-    check_face(faces[0], estimator.preset.labels)
+def test_predict_crops_falls_back_to_the_template_without_a_face(estimator, coffee):
+    face = estimator.predict_crops([coffee], keep_crops=True)[0]
+    assert face.score == 0.0
+    check_face(face, estimator.preset.labels)
+    h, w = coffee.shape[:2]
+    x1, y1, x2, y2 = face.box  # the template box, mapped back from the 200 px chip to the input's pixels
+    t = chip_detection(200).box
+    assert (x1, y1, x2, y2) == tuple(int(round(v * s)) for v, s in zip(t, (w / 200, h / 200, w / 200, h / 200)))
+    chip = cv2.resize(coffee, (200, 200), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(face.crop, crop_face(chip, chip_detection(200), estimator.input_size))
 
 
 def test_predict_crops_any_size(estimator, astronaut):
-    face_region = np.ascontiguousarray(astronaut[40:220, 140:320])  # not 200 x 200: resized first
-    faces = estimator.predict_crops([face_region, Image.fromarray(face_region)], aligned=True)
-    assert len(faces) == 2
-    np.testing.assert_allclose(faces[0].age_probs, faces[1].age_probs, atol=1e-9)
+    face_region = np.ascontiguousarray(astronaut[40:220, 140:320])  # not 200 x 200
+    for framing in ("detect", "template"):
+        faces = estimator.predict_crops([face_region, Image.fromarray(face_region)], framing=framing)
+        assert len(faces) == 2
+        np.testing.assert_allclose(faces[0].age_probs, faces[1].age_probs, atol=1e-9)
+    detected = estimator.predict_crops([face_region])[0]
+    assert detected.score > 0.5 and 0 <= detected.box[0] < detected.box[2] <= 180
     assert estimator.predict_crops([]) == []
+    with pytest.raises(ValueError, match="framing"):
+        estimator.predict_crops([face_region], framing="aligned")
 
 
 # ---------------------------------------------------------------------------------------------------- weights
@@ -285,6 +312,30 @@ def test_flip_tta_averages_each_crop_with_its_mirror(estimator, astronaut, monke
     np.testing.assert_allclose(female[0], plain_female.mean(), atol=1e-6)
     np.testing.assert_allclose(probs[1], probs[0], atol=1e-6)  # a face and its mirror: the same TTA answer
     assert estimator.info()["flip_tta"] is True
+
+
+def test_scale_tta_averages_three_framings_of_each_face(estimator, astronaut, mosaic):
+    img, _ = mosaic
+    dets = estimator.detector.detect(img)[:2]
+    assert len(dets) == 2
+    views = [np.stack([crop_face(img, d, estimator.input_size, context=c) for c in SCALE_TTA_CONTEXTS]) for d in dets]
+    faces = estimator.predict_detections(img, dets)  # the default: scale (and flip) TTA
+    assert estimator.info()["scale_tta"] is True
+    for face, face_views in zip(faces, views):
+        alone = [estimator.predict_batch(v[None]) for v in face_views]  # each framing alone (flip TTA on)
+        np.testing.assert_allclose(face.age_probs, np.mean([a[0][0] for a in alone], axis=0), atol=1e-5)
+        assert face.p_female == pytest.approx(np.mean([a[1][0] for a in alone]), abs=1e-5)
+        np.testing.assert_allclose(face.age_probs.sum(), 1.0, atol=1e-6)
+        np.testing.assert_array_equal(face.crop, face_views[1])  # the crop shown is the calibrated one
+        ages = [float(a[0][0] @ np.arange(101)) for a in alone]
+        assert max(ages) - min(ages) > 0.05, "the framings must change the output for this to test"
+        # scale_tta=False for one call (the live camera): the calibrated framing alone; the estimator is unchanged.
+        plain = estimator.predict_detections(img, [dets[faces.index(face)]], scale_tta=False)[0]
+        np.testing.assert_allclose(plain.age_probs, alone[1][0][0], atol=1e-5)
+    assert estimator.scale_tta is True
+    # A (N, V, S, S, 3) batch equals each face's views alone.
+    both, _ = estimator.predict_batch(np.stack(views))
+    np.testing.assert_allclose(both, np.stack([f.age_probs for f in faces]), atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------ threads

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import shutil
@@ -213,21 +214,34 @@ def test_cli_nothing_labelled_exits_1(tmp_path):
 
 
 @pytest.mark.data
-@pytest.mark.parametrize("mode, tta", [("crops", True), ("pasted", True), ("crops", False)])
-def test_cli_on_six_utkface_chips(tmp_path, mode, tta):
+@pytest.mark.parametrize("mode, tta, framing", [("crops", True, "detect"), ("pasted", True, None),
+                                                 ("crops", False, "detect"), ("crops", True, "template")])
+def test_cli_on_six_utkface_chips(tmp_path, mode, tta, framing):
     chips = tmp_path / "chips"
     chips.mkdir()
     for f in utkface_chips(6):  # skips with the reason when the data is missing
         shutil.copy(f, chips / f.name)
     out = tmp_path / "report"
     rc = _cli(["evaluate", str(chips), f"--{mode}", "--model", "efficientnet_lite0", "--untrained",
-               "--out", str(out), "--json"] + ([] if tta else ["--no-tta"]))
+               "--out", str(out), "--json"] + ([] if tta else ["--no-tta"])
+              + (["--chip-framing", framing] if framing == "template" else []))
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
     run = report["metrics"]["run"]
     assert run["mode"] == mode and run["images"] == 6 and report["metrics"]["n"] == run["faces_found"]
     assert run["estimator"]["trained"] is False and run["estimator"]["flip_tta"] is tta
+    assert run["estimator"]["scale_tta"] is tta  # --no-tta turns the scales off too
     assert (out / "summary.md").is_file() and (out / "predictions.csv").read_text().count("\n") == 7
+    with (out / "predictions.csv").open(newline="") as fh:
+        how = [row["chip_framing"] for row in csv.DictReader(fh)]
+    if mode == "crops":
+        assert run["chip_framing"] == framing and report["extra"]["chip_framing"] == framing
+        if framing == "detect":  # the detector finds nearly every chip's face; misses fall back to the template
+            assert how.count("detected") >= 5 and run["template_fallbacks"] == how.count("template")
+        else:
+            assert how == ["template"] * 6 and run["template_fallbacks"] is None
+    else:
+        assert "chip_framing" not in run and how == [""] * 6
 
 
 def test_subset_is_seeded_and_keeps_order():

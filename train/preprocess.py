@@ -1,8 +1,9 @@
 """Cache training crops made by the app's own pipeline: detect → calibrated crop.
 
 Training must see exactly what the app feeds the model. Every image goes through ``FaceDetector("auto")`` and
-:func:`agegender.crop.crop_face`; UTKFace chips are first pasted into a larger canvas (as in the calibration),
-All-Age-Faces photos get a replicated border so faces near their black rotated edges are still found. Crops are
+:func:`agegender.crop.crop_face`; UTKFace chips are framed by :func:`agegender.chips.frame_chip`, the very function
+``Estimator.predict_crops`` uses (replicated border, detect, calibrated crop), and All-Age-Faces photos get a
+replicated border so faces near their black rotated edges are still found. Crops are
 stored at ``--size`` with ``--context`` (default 160 px, 1.25): the central 128 px is the inference crop, the
 rest is room for random-resized-crop augmentation.
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import time
 from multiprocessing import get_context
 from pathlib import Path
@@ -27,7 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from agegender.crop import chip_detection, crop_face
+from agegender.chips import detect_main_face, frame_chip
+from agegender.crop import crop_face
 from agegender.detection import FaceDetector
 from agegender.paths import REPO_DIR
 
@@ -35,8 +36,7 @@ from agegender.datasets import SETS, Sample, read_split
 from .splits import SPLITS
 
 DEFAULT_CACHE = REPO_DIR / ".cache" / "crops"
-UTK_PAD = 100  # as in train/calibrate_crop.py
-AAF_PAD = 40
+AAF_PAD = 40  # border around All-Age-Faces photos (UTKFace chips get agegender.chips.CHIP_PAD)
 
 _detector: FaceDetector | None = None
 
@@ -47,34 +47,22 @@ def _init_worker() -> None:
     _detector = FaceDetector("auto", min_score=0.5)
 
 
-def pick_face(dets, shape) -> object | None:
-    """The face the label belongs to: the largest, preferring ones near the centre."""
-    if not dets:
-        return None
-    h, w = shape[:2]
-
-    def key(d):
-        cx, cy = (d.box[0] + d.box[2]) / 2, (d.box[1] + d.box[3]) / 2
-        off = math.hypot((cx - w / 2) / w, (cy - h / 2) / h)
-        return d.width * d.height * (1.0 - off)
-
-    return max(dets, key=key)
-
-
 def process(task: tuple[str, str, int, float]) -> tuple[np.ndarray | None, str]:
+    """One training crop, framed exactly as the app frames the same image (``predict_crops`` for a UTKFace chip,
+    the main face of a photo for All-Age-Faces)."""
     path, dataset, size, context = task
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
         return None, "unreadable"
     image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    pad = UTK_PAD if dataset == "utkface" else AAF_PAD
-    canvas = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    det = pick_face(_detector.detect(canvas), canvas.shape)
-    if det is not None:
-        return crop_face(canvas, det, size=size, context=context), "detected"
-    if dataset == "utkface" and image.shape[:2] == (200, 200):
-        return crop_face(image, chip_detection(200), size=size, context=context), "chip"
-    return None, "no_face"
+    if dataset == "utkface":
+        framed = frame_chip(image, _detector, "detect")
+        how = "detected" if framed.detection.score > 0 else "chip"
+        return crop_face(framed.image, framed.detection, size=size, context=context), how
+    det = detect_main_face(image, _detector, AAF_PAD)
+    if det is None:
+        return None, "no_face"
+    return crop_face(image, det, size=size, context=context), "detected"
 
 
 def build(dataset: str, split: str, out: Path, size: int, context: float, workers: int, limit: int | None) -> dict:
