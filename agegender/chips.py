@@ -60,7 +60,7 @@ def detect_main_face(rgb: np.ndarray, detector: FaceDetector, pad: int) -> Detec
         return None
     x1, y1, x2, y2 = det.box
     return Detection((x1 - pad, y1 - pad, x2 - pad, y2 - pad), det.score,
-                     (det.keypoints - np.float32(pad)).astype(np.float32), det.source)
+                     det.keypoints - np.float32(pad), det.source)
 
 
 class FramedChip(NamedTuple):

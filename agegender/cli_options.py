@@ -23,7 +23,6 @@ def tta_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def tta_variant(options: dict[str, Any]) -> str:
     """Report-name suffix of a TTA setting: '' for the default (mirror and scales)."""
-    if not options["flip_tta"] and not options["scale_tta"]:
-        return "-no-tta"
-    return {(True, False): "-flip-tta", (False, True): "-scale-tta"}.get(
-        (options["flip_tta"], options["scale_tta"]), "")
+    if options["flip_tta"]:
+        return "" if options["scale_tta"] else "-flip-tta"
+    return "-scale-tta" if options["scale_tta"] else "-no-tta"
