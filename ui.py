@@ -27,9 +27,8 @@ from PIL import Image
 
 from agegender import PRESETS, AgeGenderError, Estimator, Face, annotate, load_image
 from agegender.detection import DETECTOR_MODES
-from agegender.models import list_backbones
 from agegender.paths import REPO_DIR
-from agegender.weights import default_backbone, model_entry, read_manifest
+from agegender.weights import bundled_backbones, model_entry, read_manifest
 
 APP_DIR = Path(__file__).resolve().parent
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
@@ -77,11 +76,9 @@ SETTING_NAMES = ("model", "detector", "preset", "min_score", "show_labels")
 def available_models() -> list[str]:
     """Backbones with trained weights bundled in ``weights/``, the manifest's default first."""
     try:
-        found = [b for b in list_backbones() if model_entry(b) is not None]
-        default = default_backbone()
+        return bundled_backbones()  # from the manifest: no torch needed to list what can run
     except AgeGenderError:
         return []
-    return sorted(found, key=lambda b: (b != default, b))
 
 
 def default_settings() -> Settings:

@@ -3,20 +3,43 @@
     >>> from agegender import Estimator
     >>> faces = Estimator().predict("group.jpg")
     >>> faces[0].age, faces[0].gender, faces[0].groups
+
+The names below are imported on first use (PEP 562), so ``import agegender`` and ``agegender --help`` stay fast:
+MediaPipe, OpenCV and onnxruntime load only when an ``Estimator`` (or ``load_image``…) is first touched.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from .annotate import annotate
-from .errors import AgeGenderError, ImageTooLargeError, InvalidImageError, WeightsError
-from .estimator import Estimator
-from .face import Face
-from .groups import PRESETS, get_preset
-from .imageio import load_image
+_EXPORTS = {
+    "annotate": ".annotate", "AgeGenderError": ".errors", "ImageTooLargeError": ".errors",
+    "InvalidImageError": ".errors", "WeightsError": ".errors", "Estimator": ".estimator", "Face": ".face",
+    "PRESETS": ".groups", "get_preset": ".groups", "load_image": ".imageio",
+}
 
-__all__ = [
-    "AgeGenderError", "Estimator", "Face", "ImageTooLargeError", "InvalidImageError", "PRESETS", "WeightsError",
-    "__version__", "annotate", "get_preset", "load_image",
-]
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .annotate import annotate
+    from .errors import AgeGenderError, ImageTooLargeError, InvalidImageError, WeightsError
+    from .estimator import Estimator
+    from .face import Face
+    from .groups import PRESETS, get_preset
+    from .imageio import load_image
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agegender' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

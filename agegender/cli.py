@@ -122,27 +122,37 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _version_of(distribution: str) -> str | None:
+    """An installed package's version from its metadata, without importing it (torch alone takes seconds)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     import platform
 
-    import cv2
-    import mediapipe
-    import numpy
-    import torch
-
-    from .models import list_backbones
+    from .engines import onnxruntime_available, torch_available
     from .paths import WEIGHTS_DIR
-    from .weights import read_manifest
+    from .weights import bundled_backbones, read_manifest
 
+    versions = {name: _version_of(dist) for name, dist in (
+        ("onnxruntime", "onnxruntime"), ("torch", "torch"), ("mediapipe", "mediapipe"),
+        ("opencv", "opencv-contrib-python") if _version_of("opencv-contrib-python") else ("opencv", "opencv-python-headless"),
+        ("numpy", "numpy"))}
     info: dict[str, Any] = {
-        "agegender": __version__, "python": platform.python_version(), "torch": torch.__version__,
-        "mediapipe": mediapipe.__version__, "opencv": cv2.__version__, "numpy": numpy.__version__,
-        "backbones": list_backbones(), "presets": list(PRESETS), "weights_dir": str(WEIGHTS_DIR),
+        "agegender": __version__, "python": platform.python_version(), **versions,
+        "engines": [e for e, ok in (("onnx", onnxruntime_available()), ("torch", torch_available())) if ok],
+        "presets": list(PRESETS), "weights_dir": str(WEIGHTS_DIR),
     }
     try:
         manifest = read_manifest()
         info["default_model"] = manifest.get("default_model")
-        info["weights"] = {name: {k: e.get(k) for k in ("kind", "backbone", "detector", "bytes", "sha256")
+        info["models"] = bundled_backbones()
+        info["weights"] = {name: {k: e.get(k) for k in ("kind", "backbone", "detector", "precision", "bytes", "sha256")
                                   if e.get(k) is not None} for name, e in manifest["files"].items()}
     except AgeGenderError as exc:
         info["weights_error"] = str(exc)

@@ -1,39 +1,43 @@
 """The one-call API: ``Estimator().predict(image) -> list[Face]`` (detector + crops + model, like insightface's
 ``FaceAnalysis.get``).
 
-All faces of an image (and their test-time views) go through the network in one batched call, split into forward
-passes of at most ``MAX_FORWARD_BATCH`` images: on a 2-core CPU EfficientNet-Lite0 took 8.6 ms per 160 px image in
-batches of 8–12, 13 ms in batches of 32 and 17 ms in batches of 96 (cache misses), and the chunks bound the
-activation memory of a photo with dozens of faces. An ``Estimator`` may be shared by
-threads (a Streamlit server, a video callback): MediaPipe calls are serialised by the detector's lock and the
-network runs in inference mode without mutable state.
+The network runs in an *engine* (:mod:`agegender.engines`): onnxruntime where the model's ONNX graph is bundled
+(the default: no torch needed, several times faster on a small shared CPU), else PyTorch. Everything around it
+(detection, crops, test-time views and their averaging, intervals, groups) is the same for both.
+
+Faces go to the engine in groups of ``FACES_PER_CALL`` and every group's views (and mirrors) in forward passes of at
+most ``MAX_FORWARD_BATCH`` images, each pass's input built just before it runs: a photo with hundreds of faces
+never holds more than one group's crops and one pass's input in memory. On the 2-core CPU onnxruntime ran
+EfficientNet-Lite0 at 3.0–3.3 ms per 160 px image in passes of 6–16 and 3.9 ms in passes of 32. An ``Estimator``
+may be shared by threads (a Streamlit server, a video callback): MediaPipe calls are serialised by the
+detector's lock, engines are stateless, and concurrent forward passes queue on one process-wide semaphore
+(:mod:`agegender.engines.threads`).
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import warnings
 from collections import OrderedDict
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
-import torch
 
 from .chips import ChipFraming, frame_chip
 from .crop import crop_face
 from .detection import Detection, FaceDetector
+from .engines import ENGINE_NAMES, onnxruntime_available, torch_available
 from .errors import WeightsError
 from .face import Face
 from .groups import DEFAULT_PRESET, GroupPreset, age_interval, expected_age, get_preset
 from .imageio import ImageInput, load_image
-from .models import AgeGenderNet
-from .weights import default_backbone, load_state_dict, model_entry
+from .weights import bundled_backbones, default_backbone, model_entry, onnx_entry, verified_bytes
 
-FALLBACK_BACKBONE = "resnet50"
 MAX_FORWARD_BATCH = 16  # images per forward pass (see the module docstring)
+FACES_PER_CALL = 16  # faces cropped and sent to the engine at once (bounds memory for photos with many faces)
 SCALE_TTA_CONTEXTS = (0.9, 1.0, 1.1)  # scale_tta: the calibrated crop zoomed in 10 %, as is, zoomed out 10 %
+NUM_AGE_BINS = 101
 
 
 class Estimator:
@@ -47,12 +51,17 @@ class Estimator:
     detector:
         ``"auto"``, ``"short"`` or ``"full"`` (see :class:`agegender.detection.FaceDetector`).
     device:
-        torch device for the network (``"cpu"``, ``"cuda"``…); detection always runs on the CPU.
+        ``"cpu"`` or a GPU (``"cuda"``…: torch's device, or onnxruntime's CUDA provider where installed);
+        detection always runs on the CPU.
+    engine:
+        ``"auto"`` (default): onnxruntime when the model's ONNX graph is bundled and onnxruntime is installed,
+        else torch. ``"onnx"`` or ``"torch"`` force one (:mod:`agegender.engines`). Untrained networks and
+        ``.safetensors`` files always run in torch; an ``.onnx`` file in onnxruntime.
     groups:
         Age-group preset name, a :class:`GroupPreset`, or custom lower edges.
     weights:
         ``"bundled"`` (verified file from ``weights/``; an error if none is bundled for ``model``), a path to a
-        ``.safetensors`` file, or ``None`` for an *untrained*, randomly initialised network (tests only; warns).
+        ``.safetensors`` or exported ``.onnx`` file, or ``None`` for an *untrained*, randomly initialised network (tests only; warns).
     flip_tta:
         Also run every crop mirrored and average the two distributions (on by default). Faces are nearly
         symmetric, so the mirror is a second, slightly different view that cancels part of the network's noise:
@@ -80,40 +89,49 @@ class Estimator:
         weights_dir: str | Path | None = None,
         flip_tta: bool = True,
         scale_tta: bool = True,
+        engine: str = "auto",
     ):
+        if engine not in ENGINE_NAMES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINE_NAMES)}, not {engine!r}")
         self.weights_dir = weights_dir
         self.flip_tta = bool(flip_tta)
         self.scale_tta = bool(scale_tta)
-        if model is None:
-            model = default_backbone(weights_dir) or FALLBACK_BACKBONE
-        self.model_name = model
+        self.model_name = model or self._default_model(weights, weights_dir)
         self.preset = get_preset(groups)
-        self.device = torch.device(device)
-        self.weights_info: dict = {}
+        self.device = str(device)
+        self.weights_info: dict[str, Any] = {}
         self.trained = False
-        bundled = model_entry(model, weights_dir) if isinstance(weights, str) and weights == "bundled" else None
-        input_size = int(bundled[1]["input_size"]) if bundled and bundled[1].get("input_size") else None
-        self.net = AgeGenderNet(model, dropout=0.0, input_size=input_size)
-        self._load_weights(weights)
-        self.net.eval().to(self.device)
-        if self.device.type == "cpu":
-            self.net = self.net.to(memory_format=torch.channels_last)
-        self.input_size = self.net.input_size
-        self._mean = torch.tensor(self.net.mean, device=self.device).view(1, 3, 1, 1) * 255.0
-        self._std = torch.tensor(self.net.std, device=self.device).view(1, 3, 1, 1) * 255.0
+        self.engine = self._create_engine(engine, weights)
+        self.engine_name = self.engine.name
+        self.input_size = int(self.engine.input_size)
         self.detector_mode = detector
         self.detector = FaceDetector(detector, min_score=min_score, min_face_size=min_face_size,
                                      max_faces=max_faces, weights_dir=weights_dir)
-        self._aux_detector: FaceDetector | None = None
-        self._aux_lock = threading.Lock()
 
-    # ------------------------------------------------------------------ weights
-    def _load_weights(self, weights: str | Path | None) -> None:
+    # ------------------------------------------------------------------ weights and engines
+    @staticmethod
+    def _default_model(weights: str | Path | None, weights_dir: str | Path | None) -> str:
+        """The manifest's default backbone; for untrained/explicit weights without one, EfficientNet-Lite0."""
+        if isinstance(weights, str) and weights == "bundled":
+            default = default_backbone(weights_dir)
+            bundled = bundled_backbones(weights_dir)
+            if default and default in bundled:
+                return default
+            if default:
+                raise WeightsError(f"the manifest's default_model {default!r} has no bundled weights "
+                                   f"(bundled: {', '.join(bundled) or 'none'})")
+            if bundled:
+                return bundled[0]
+            raise WeightsError("no trained model is bundled in weights/ (see MANIFEST.json); pass model= and "
+                               "weights=None for an untrained network (tests only)")
+        return "efficientnet_lite0"
+
+    def _create_engine(self, engine: str, weights: str | Path | None):
         if weights is None:
             warnings.warn(f"agegender: {self.model_name} runs with random, UNTRAINED weights; its ages and genders "
                           "are meaningless (use this for tests only)", UserWarning, stacklevel=3)
             self.weights_info = {"file": None, "trained": False}
-            return
+            return self._torch_engine(engine, None, None, "untrained")
         if isinstance(weights, str) and weights == "bundled":
             found = model_entry(self.model_name, self.weights_dir)
             if found is None:
@@ -122,26 +140,73 @@ class Estimator:
                     "Train them with `python -m train`, or pass weights=None for an untrained model (tests only)."
                 )
             name, entry = found
-            state = load_state_dict(name, self.weights_dir)
+            input_size = int(entry["input_size"]) if entry.get("input_size") else None
             self.weights_info = {"file": name, **{k: v for k, v in entry.items() if k != "metrics"},
                                  "metrics": entry.get("metrics", {})}
-        else:
-            from safetensors.torch import load_file
+            graph = onnx_entry(name, self.weights_dir)
+            use_onnx = engine == "onnx" or (engine == "auto" and graph is not None and onnxruntime_available())
+            if use_onnx:
+                if graph is None:
+                    raise WeightsError(f"no ONNX graph of {name} is bundled (export it with python -m train.export)")
+                self.weights_info["onnx_file"] = graph[0]
+                result = self._onnx_engine(verified_bytes(graph[0], self.weights_dir), input_size, graph[0])
+            else:
+                from .weights import load_state_dict
 
+                self._require_torch(engine)
+                result = self._torch_engine(engine, load_state_dict(name, self.weights_dir), input_size, name)
+        else:
             path = Path(weights)
             if not path.is_file():
                 raise WeightsError(f"{path}: weights file not found")
-            try:
-                state = {k: v.float() for k, v in load_file(str(path)).items()}
-            except Exception as exc:
-                raise WeightsError(f"{path} is not a readable safetensors file: {exc}") from None
             self.weights_info = {"file": str(path)}
-        try:
-            self.net.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise WeightsError(f"weights do not match the {self.model_name} architecture: {exc}") from None
+            if path.suffix.lower() == ".onnx":
+                if engine == "torch":
+                    raise WeightsError(f"{path} is an ONNX graph: it runs with engine='onnx' (or 'auto')")
+                result = self._onnx_engine(path.read_bytes(), None, str(path))
+            else:
+                state, input_size = _read_safetensors(path)
+                result = self._torch_engine(engine, state, input_size, str(path))
         self.trained = True
         self.weights_info["trained"] = True
+        return result
+
+    @staticmethod
+    def _require_torch(engine: str) -> None:
+        if not torch_available():
+            hint = "" if engine == "torch" else " (no ONNX graph is bundled for this model or onnxruntime is missing)"
+            raise WeightsError(f"the torch engine needs PyTorch{hint}: pip install 'agegender[torch]'")
+
+    def _torch_engine(self, engine: str, state: dict | None, input_size: int | None, source: str):
+        if engine == "onnx":
+            raise WeightsError(f"{source}: only bundled models and .onnx files run with engine='onnx'")
+        self._require_torch("torch")
+        from .engines.torch_engine import TorchEngine
+        from .models import AgeGenderNet
+
+        net = AgeGenderNet(self.model_name, dropout=0.0, input_size=input_size)
+        if state is not None:
+            try:
+                net.load_state_dict(state, strict=True)
+            except RuntimeError as exc:
+                raise WeightsError(f"weights do not match the {self.model_name} architecture: {exc}") from None
+        return TorchEngine(net, device=self.device, source=source)
+
+    def _onnx_engine(self, data: bytes, input_size: int | None, source: str):
+        if not onnxruntime_available():
+            raise WeightsError("the onnx engine needs onnxruntime: pip install onnxruntime")
+        from .engines.onnx_engine import OnnxEngine, graph_input_size
+
+        size = input_size or graph_input_size(data, source)
+        return OnnxEngine(data, size, source=source, device=self.device)
+
+    @property
+    def net(self):
+        """The torch module (torch engine only: tests and training tools inspect it)."""
+        if self.engine.name != "torch":
+            raise AttributeError("this Estimator runs the onnx engine, which has no torch module; "
+                                 "use Estimator(engine='torch')")
+        return self.engine.net
 
     # ------------------------------------------------------------------ inference
     def detect(self, image: ImageInput) -> tuple[np.ndarray, list[Detection]]:
@@ -187,36 +252,44 @@ class Estimator:
             reported.append(framed.reported)
         return self._faces(reported, views, keep_crops)
 
-    @torch.inference_mode()
     def predict_batch(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw model outputs for crops already at ``input_size``, uint8 RGB: (age_probs, p_female) per face.
 
         ``crops`` is (N, S, S, 3), or (N, V, S, S, 3) for V views of each face (scale TTA) whose probabilities are
-        averaged. With ``flip_tta`` every view's mirror joins the same batch (2·N·V images, run in forward passes
-        of at most ``MAX_FORWARD_BATCH``); its probabilities are averaged in too."""
+        averaged. With ``flip_tta`` every view's mirror is run too (2·N·V images: all views first, then all
+        mirrors, in forward passes of at most ``MAX_FORWARD_BATCH``, each pass's input built just before it
+        runs) and averaged in."""
         crops = np.asarray(crops)
-        views = crops.reshape(-1, *crops.shape[-3:])
         n, v = len(crops), (crops.shape[1] if crops.ndim == 5 else 1)
         if n == 0:
-            return np.zeros((0, 101), np.float64), np.zeros((0,), np.float64)
-        x = torch.from_numpy(np.ascontiguousarray(views)).to(self.device).permute(0, 3, 1, 2).float()
-        x = (x - self._mean) / self._std
+            return np.zeros((0, NUM_AGE_BINS), np.float64), np.zeros((0,), np.float64)
+        views = crops.reshape(-1, *crops.shape[-3:])
+        if views.dtype != np.uint8:
+            views = np.clip(np.rint(views), 0, 255).astype(np.uint8)
         passes = 2 if self.flip_tta else 1
-        if self.flip_tta:
-            x = torch.cat([x, x.flip(3)])
-        outputs = [self.net(chunk.contiguous(memory_format=torch.channels_last))
-                   for chunk in x.split(MAX_FORWARD_BATCH)]
-        age_logits = torch.cat([age for age, _ in outputs])
-        gender_logit = torch.cat([gender for _, gender in outputs])
-        age_probs = torch.softmax(age_logits.float(), dim=1).view(passes, n, v, -1).mean(dim=(0, 2))
-        p_female = torch.sigmoid(gender_logit.float()).view(passes, n, v).mean(dim=(0, 2))
-        return age_probs.cpu().numpy().astype(np.float64), p_female.cpu().numpy().astype(np.float64)
+        total = len(views) * passes
+        age_sum = np.zeros((n, NUM_AGE_BINS), np.float64)
+        female_sum = np.zeros(n, np.float64)
+        for start in range(0, total, MAX_FORWARD_BATCH):
+            index = np.arange(start, min(start + MAX_FORWARD_BATCH, total))
+            source = index % len(views)
+            chunk = views[source]
+            mirrored = index >= len(views)
+            if mirrored.any():
+                chunk[mirrored] = chunk[mirrored, :, ::-1]
+            age_probs, p_female = self.engine.run(chunk)
+            np.add.at(age_sum, source // v, age_probs)
+            np.add.at(female_sum, source // v, p_female)
+        return age_sum / (passes * v), female_sum / (passes * v)
 
     def _faces(self, detections: Sequence[Detection], views: list[np.ndarray], keep_crops: bool) -> list[Face]:
         """Faces from each detection's (V, S, S, 3) views; the crop kept for display is the calibrated one."""
         if not views:
             return []
-        age_probs, p_female = self.predict_batch(np.stack(views))
+        parts = [self.predict_batch(np.stack(views[i:i + FACES_PER_CALL]))
+                 for i in range(0, len(views), FACES_PER_CALL)]
+        age_probs = np.concatenate([a for a, _ in parts])
+        p_female = np.concatenate([f for _, f in parts])
         ages = expected_age(age_probs)
         group_matrix = self.preset.matrix
         faces = []
@@ -252,9 +325,26 @@ class Estimator:
 
     def info(self) -> dict:
         return {"model": self.model_name, "trained": self.trained, "input_size": self.input_size,
-                "detector": self.detector_mode, "groups": self.preset.name, "device": str(self.device),
+                "detector": self.detector_mode, "groups": self.preset.name, "device": self.device,
+                "engine": self.engine.describe(),
                 "flip_tta": self.flip_tta, "scale_tta": self.scale_tta,
                 "weights": self.weights_info}
 
     def close(self) -> None:
         self.detector.close()
+
+
+def _read_safetensors(path: Path) -> tuple[dict, int | None]:
+    """Tensors (float32) and the input size recorded by ``train.export`` in a user-given safetensors file."""
+    from safetensors import safe_open
+    from safetensors.torch import load
+
+    try:
+        data = path.read_bytes()
+        state = {k: (t.float() if t.is_floating_point() else t) for k, t in load(data).items()}
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+    except Exception as exc:
+        raise WeightsError(f"{path} is not a readable safetensors file: {exc}") from None
+    size = meta.get("input_size")
+    return state, (int(size) if size and str(size).isdigit() else None)

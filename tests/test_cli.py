@@ -195,7 +195,7 @@ def test_info_json_lists_detector_weights_with_hashes():
     proc = run_cli("info", "--json")
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
-    assert {"resnet50", "efficientnet_lite0"} <= set(info["backbones"])
+    assert {"resnet50", "efficientnet_lite0"} <= set(info["models"]) and "onnx" in info["engines"]
     assert set(PRESETS) <= set(info["presets"])
     weights = info["weights"]
     for name in ("face_detection_short_range.tflite", "face_detection_full_range_sparse.tflite"):

@@ -208,6 +208,11 @@ def test_export_loads_in_the_app(trained_run, cache, tmp_path):
     from_manifest = Estimator(weights_dir=weights, flip_tta=False)  # the default model, through the manifest
     assert from_manifest.model_name == "efficientnet_lite0" and from_manifest.trained
     assert from_manifest.weights_info["file"] == path.name
+    # The export wrote the ONNX graph of the same weights; the app runs it (engine "auto").
+    graph = manifest["files"]["agegender_efficientnet_lite0.onnx"]
+    assert graph["kind"] == "agegender-onnx" and graph["source_sha256"] == entry["sha256"]
+    assert graph["max_abs_diff_vs_torch"] <= 1e-4
+    assert from_manifest.engine_name == "onnx" and from_file.engine_name == "torch"
 
     # fp16 weights predict like the fp32 (EMA) checkpoint they came from.
     crops = _center_crops(cache)

@@ -33,9 +33,13 @@ def test_manifest_lists_every_file_with_matching_hash_and_size():
         entry = files[path.name]
         assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest(), path.name
         assert entry["bytes"] == path.stat().st_size, path.name
-        assert entry.get("kind") in ("detector", "agegender"), path.name
+        assert entry.get("kind") in ("detector", "agegender", "agegender-onnx"), path.name
         if entry["kind"] == "agegender":
             assert path.suffix == ".safetensors" and entry.get("backbone"), path.name
+        if entry["kind"] == "agegender-onnx":  # a graph names the weights it was exported from, as they are now
+            assert path.suffix == ".onnx" and entry["opset"] >= 17, path.name
+            assert files[entry["source"]]["sha256"] == entry["source_sha256"], path.name
+            assert files[entry["source"]]["backbone"] == entry["backbone"], path.name
     default = manifest.get("default_model")
     if default is not None:
         assert any(e.get("kind") == "agegender" and e.get("backbone") == default for e in files.values())
@@ -134,3 +138,39 @@ def test_register_file_records_hash_and_size(weights_copy):
     assert entry["sha256"] == sha256_file(weights_copy / name)
     assert entry["bytes"] == (weights_copy / name).stat().st_size
     assert read_manifest(weights_copy)["files"][name]["sha256"] == entry["sha256"]
+
+
+@pytest.mark.parametrize("content", ["[]", '{"files": []}', '{"files": {"a.onnx": 3}}', '{"files": {}, "default_model": 7}'])
+def test_malformed_manifest_is_a_weights_error(weights_copy, content):
+    (weights_copy / MANIFEST_NAME).write_text(content)
+    with pytest.raises(WeightsError, match="MANIFEST.json"):
+        read_manifest(weights_copy)
+    with pytest.raises(WeightsError):
+        Estimator(weights_dir=weights_copy)
+
+
+def test_unknown_default_model_is_a_weights_error(weights_copy):
+    manifest = read_manifest(weights_copy)
+    manifest["default_model"] = "vit_huge"
+    (weights_copy / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(WeightsError, match="vit_huge"):
+        Estimator(weights_dir=weights_copy)
+
+
+def test_in_place_edit_keeping_size_and_mtime_is_caught_on_the_next_load(weights_copy):
+    """The bytes that are hashed are the bytes that are loaded: no cache keyed on size and mtime."""
+    import os
+
+    name = "agegender_efficientnet_lite0.safetensors"
+    load_state_dict(name, weights_copy)  # verified once
+    path = weights_copy / name
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    with pytest.raises(WeightsError, match="sha256"):
+        load_state_dict(name, weights_copy)
+    with pytest.raises(WeightsError, match="sha256"):
+        Estimator(weights_dir=weights_copy, engine="torch")

@@ -1,6 +1,8 @@
-"""Export a run's checkpoint as the app's bundled model: fp16 safetensors + an entry in ``weights/MANIFEST.json``.
+"""Export a run's checkpoint as the app's bundled model: fp16 safetensors, its ONNX graph (for the onnxruntime
+engine, :mod:`train.onnx_export`) and their entries in ``weights/MANIFEST.json``.
 
     python -m train.export --run runs/efficientnet_lite0 [--which best|last] [--name FILE] [--set-default]
+    python -m train.export --onnx-from agegender_efficientnet_lite0.safetensors   # graph of a bundled file
 
 The run folder is git-ignored, so its per-epoch metrics, curves and log are copied to
 ``reports/train-<backbone>-*`` (committed) and the manifest points there: the app's model report then shows the
@@ -26,7 +28,7 @@ from safetensors.torch import save_file
 
 from agegender.models import AgeGenderNet, backbone_spec
 from agegender.paths import REPO_DIR, WEIGHTS_DIR
-from agegender.weights import read_manifest, register_file, write_manifest
+from agegender.weights import load_state_dict, read_manifest, register_file, write_manifest
 
 from . import checkpoint
 
@@ -110,12 +112,13 @@ def publish_history(run: Path, backbone: str, reports_dir: Path, stage: str = ""
 
 def export_run(run: Path, which: str = checkpoint.BEST, name: str | None = None,
                weights_dir: Path | None = None, set_default: bool = False,
-               log: Callable[[str], None] = print, reports_dir: Path | None = None) -> Path:
+               log: Callable[[str], None] = print, reports_dir: Path | None = None, onnx: bool = True) -> Path:
     """Write ``weights_dir/name`` (default ``agegender_{backbone}.safetensors``) and register it in the manifest.
 
     Any other manifest entry for the same backbone is dropped (its file is left alone): ``Estimator(model=...)``
     takes the first entry it finds for a backbone, and that must be this one. With ``reports_dir`` the run's
-    training history is published there (:func:`publish_history`)."""
+    training history is published there (:func:`publish_history`). With ``onnx`` (default) the ONNX graph of the
+    exported weights is written and registered too (:func:`export_onnx`)."""
     weights_dir = Path(weights_dir or WEIGHTS_DIR)
     state = checkpoint.load(run / which)
     cfg = state["config"]
@@ -152,12 +155,43 @@ def export_run(run: Path, which: str = checkpoint.BEST, name: str | None = None,
         write_manifest(manifest, weights_dir)
     log(f"exported {run / which} -> {path} ({entry['bytes'] / 1e6:.1f} MB, "
         f"val MAE {state['metrics']['val_mae']:.3f}){', now the default model' if set_default else ''}")
+    if onnx:
+        export_onnx(name, weights_dir, log)
+    return path
+
+
+def export_onnx(name: str, weights_dir: Path | None = None, log: Callable[[str], None] = print) -> Path:
+    """Write the ONNX graph of bundled safetensors file ``name`` beside it and register it in the manifest.
+
+    The entry records the source file and its sha256 (a graph is only used with the weights it came from), the
+    opset and the largest difference from the torch engine's probabilities on check crops."""
+    from .onnx_export import OPSET, check_crops, max_probability_difference, write_onnx
+
+    weights_dir = Path(weights_dir or WEIGHTS_DIR)
+    source = read_manifest(weights_dir)["files"][name]
+    net = AgeGenderNet(source["backbone"], dropout=0.0, input_size=int(source["input_size"]))
+    net.load_state_dict(load_state_dict(name, weights_dir), strict=True)
+    onnx_name = f"{Path(name).stem}.onnx"
+    path = write_onnx(net, weights_dir / onnx_name)
+    diff = max_probability_difference(net, path.read_bytes(), check_crops(net.input_size))
+    entry = register_file(onnx_name, {
+        "kind": "agegender-onnx", "backbone": source["backbone"], "source": name,
+        "source_sha256": source["sha256"], "input_size": int(source["input_size"]), "opset": OPSET,
+        "precision": "float32", "weights_storage": "float16 (the source's precision), cast to float32 on load",
+        "input": "crops: uint8 (batch, S, S, 3) RGB; normalisation is inside the graph",
+        "outputs": ["age_probs: float32 (batch, 101)", "p_female: float32 (batch,)"],
+        "max_abs_diff_vs_torch": float(f"{diff:.3g}"),
+        "description": f"ONNX graph of {name} for the onnxruntime engine",
+        "license": source.get("license", LICENSE),
+    }, weights_dir)
+    log(f"exported {name} -> {path} ({entry['bytes'] / 1e6:.1f} MB, max |Δp| vs torch {diff:.2g})")
     return path
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, required=True, help="run folder of python -m train (--out)")
+    parser.add_argument("--run", type=Path, help="run folder of python -m train (--out)")
+    parser.add_argument("--onnx-from", metavar="FILE", help="only write the ONNX graph of this bundled .safetensors")
     parser.add_argument("--which", choices=("best", "last"), default="best")
     parser.add_argument("--name", default=None, help="file name in the weights folder")
     parser.add_argument("--weights-dir", type=Path, default=None, help=f"default {WEIGHTS_DIR}")
@@ -165,6 +199,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reports", type=Path, default=REPO_DIR / "reports",
                         help="where the run's metrics.csv/curves.png/train.log are published (default reports/)")
     args = parser.parse_args(argv)
+    if args.onnx_from:
+        export_onnx(args.onnx_from, args.weights_dir)
+        return
+    if args.run is None:
+        parser.error("--run (or --onnx-from) is required")
     export_run(args.run, f"{args.which}.pt", args.name, args.weights_dir, args.set_default,
                reports_dir=args.reports)
 

@@ -1,0 +1,88 @@
+"""The onnxruntime engine, set up as onnxruntime's own CPU examples do: one ``InferenceSession`` per model,
+shared by all threads (``run`` is thread-safe), with explicit session options.
+
+Options and why (measured, see :mod:`agegender.engines.threads` and README *Benchmarks*):
+- ``intra_op_num_threads`` = :func:`inference_threads` (2 on the 2-core machine), ``inter_op_num_threads`` = 1 and
+  sequential execution: the graphs are a single chain of convolutions, there is nothing to run in parallel.
+- ``session.intra_op.allow_spinning = 0``: idle workers sleep instead of spinning, so a CPU shared with other work
+  (a laptop, a Streamlit Cloud container) is not made busier by us waiting.
+- ``ORT_ENABLE_ALL`` graph optimisations: folds the float16→float32 weight casts and BatchNorms into constant
+  convolution weights and picks the blocked (NCHWc) convolution kernels for AVX2.
+The model bytes come verified from :func:`agegender.weights.verified_bytes` (one read, hashed, then parsed).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import WeightsError
+from .base import EngineOutput
+from .threads import INFERENCE_SLOTS, inference_threads
+
+INPUT_NAME = "crops"
+OUTPUT_NAMES = ("age_probs", "p_female")
+
+
+def session_options(threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or inference_threads()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # errors only: no per-node placement notes on stderr
+    return options
+
+
+class OnnxEngine:
+    """Runs an exported :class:`agegender.models.probabilities.ProbabilityModel` graph."""
+
+    name = "onnx"
+
+    def __init__(self, model_bytes: bytes, input_size: int, source: str = "", precision: str = "float32",
+                 threads: int | None = None, device: str = "cpu"):
+        import onnxruntime as ort
+
+        providers = ["CPUExecutionProvider"]
+        if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        self.threads = threads or inference_threads()
+        try:
+            self.session = ort.InferenceSession(model_bytes, session_options(self.threads), providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
+            raise WeightsError(f"{source or 'ONNX model'} could not be loaded by onnxruntime: {exc}") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or inputs[0].name != INPUT_NAME or [o.name for o in self.session.get_outputs()] != list(
+                OUTPUT_NAMES):
+            raise WeightsError(f"{source}: not an agegender graph (expects input {INPUT_NAME!r}, outputs "
+                               f"{OUTPUT_NAMES})")
+        self.input_size = int(input_size)
+        self.source = source
+        self.precision = precision
+        self.providers = self.session.get_providers()
+
+    def run(self, crops: np.ndarray) -> EngineOutput:
+        feed = {INPUT_NAME: np.ascontiguousarray(crops, dtype=np.uint8)}
+        with INFERENCE_SLOTS:
+            age_probs, p_female = self.session.run(list(OUTPUT_NAMES), feed)
+        return age_probs, p_female
+
+    def describe(self) -> dict:
+        return {"engine": self.name, "precision": self.precision, "threads": self.threads, "file": self.source,
+                "providers": self.providers}
+
+
+def graph_input_size(model_bytes: bytes, source: str = "") -> int:
+    """The crop side S of a graph whose input is (batch, S, S, 3), read without building a session."""
+    try:
+        import onnx
+
+        dims = onnx.load_from_string(model_bytes).graph.input[0].type.tensor_type.shape.dim
+        size = int(dims[1].dim_value)
+    except Exception:
+        size = 0
+    if size <= 0:
+        raise WeightsError(f"{source or 'ONNX model'}: cannot read its input size (expects (batch, S, S, 3))")
+    return size
