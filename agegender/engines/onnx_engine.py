@@ -17,7 +17,8 @@ import numpy as np
 
 from ..errors import WeightsError
 from .base import EngineOutput
-from .threads import INFERENCE_SLOTS, inference_threads
+from . import threads as thread_policy
+from .threads import inference_threads
 
 INPUT_NAME = "crops"
 OUTPUT_NAMES = ("age_probs", "p_female")
@@ -65,7 +66,7 @@ class OnnxEngine:
 
     def run(self, crops: np.ndarray) -> EngineOutput:
         feed = {INPUT_NAME: np.ascontiguousarray(crops, dtype=np.uint8)}
-        with INFERENCE_SLOTS:
+        with thread_policy.INFERENCE_SLOTS:
             age_probs, p_female = self.session.run(list(OUTPUT_NAMES), feed)
         return age_probs, p_female
 

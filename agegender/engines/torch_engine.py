@@ -9,7 +9,7 @@ import torch
 from ..models import AgeGenderNet
 from ..models.probabilities import ProbabilityModel
 from .base import EngineOutput
-from .threads import INFERENCE_SLOTS
+from . import threads as thread_policy
 
 
 class TorchEngine:
@@ -27,7 +27,7 @@ class TorchEngine:
     @torch.inference_mode()
     def run(self, crops: np.ndarray) -> EngineOutput:
         x = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.uint8)).to(self.device)
-        with INFERENCE_SLOTS:
+        with thread_policy.INFERENCE_SLOTS:
             age_probs, p_female = self.model(x)
         return age_probs.float().cpu().numpy(), p_female.float().cpu().numpy()
 
