@@ -119,7 +119,7 @@ def page(browser, warm_app):
 def library_face_count(image) -> int:
     """Faces the library finds with the app's default settings (the oracle for the card count)."""
     sys.path.insert(0, str(REPO))
-    import ui
+    import app.settings as ui
     from agegender import Estimator
 
     s = ui.default_settings()
