@@ -359,7 +359,8 @@ def test_session_keeps_only_a_downscaled_picture(astronaut):
     assert max(result.display.shape[:2]) == analysis.DISPLAY_MAX_SIDE
     assert not any(isinstance(v, np.ndarray) and v.size >= big.size for v in vars(result).values())
     assert result.nbytes < big.nbytes / 3
-    assert len(cards(at)) == 1  # the face was found on the full-size picture
+    assert cards(at)  # faces were found on the full-size picture (boxes in its pixels)
+    assert any(abs(f.box[0] - 176 * 6) < 60 for f in result.faces)  # the astronaut, in original pixels
 
 
 def test_sample_buttons_and_crowd_summary_match_the_library():
@@ -649,3 +650,34 @@ def test_model_report_with_reports_and_a_peer(tmp_path, monkeypatch):
     assert report_data.report_for_model("resnet50", report_data.load_reports(tmp_path)) is None
     mae = report_data.error_at_age(report_data.load_reports(tmp_path)["eval-efficientnet_lite0-utkface-test-crops"], 18)
     assert mae is not None and mae[1] == "10-19" and math.isfinite(mae[0])
+
+
+def test_model_report_charts_one_bar_per_report_and_one_axis_per_family():
+    import pandas as pd
+
+    from app import report_charts
+
+    reports = report_data.load_reports(REPO / "reports")
+    rows = pd.DataFrame([report_data.headline(n, r) for n, r in reports.items()]).dropna(subset=["MAE (y)"])
+    rows = rows.assign(who=["peer" if n.startswith("peer") else "agegender" for n in rows["report"]])
+    spec = report_charts.comparison_chart(rows).to_dict()
+    assert spec["encoding"]["y"]["field"] == "report"  # one bar per report folder: nothing stacks
+    bars = next(iter(spec["datasets"].values()))
+    assert len(bars) == len(rows) == len({b["report"] for b in bars})
+    same_label = rows[(rows["model"] == "efficientnet_lite0") & (rows["dataset"] == "utkface-test")
+                      & (rows["mode"] == "crops")]
+    assert len(same_label) >= 2, "the bundled reports hold several Lite0 crops variants"
+    assert sorted(b["MAE (y)"] for b in bars if b["report"] in set(same_label["report"])) == \
+        sorted(same_label["MAE (y)"])  # each bar its own MAE, not their sum
+
+    history = report_data.training_history(report_data.manifest_models().get("efficientnet_lite0"), None)
+    if history is None:
+        pytest.skip("the bundled manifest references no training history")
+    x, long = report_data.training_curves(history)
+    families = dict(zip(long["metric"], long["family"], strict=False))
+    assert "step" not in families and "seconds" not in families  # bookkeeping runs to ~1,800: left out
+    assert families["lr"] == "learning rate" and families["train_loss"] == "loss"
+    assert families["val_mae"] == "MAE (years)" and families["val_gender_acc"] == "accuracy / share"
+    chart = report_charts.training_curves_chart(long, x).to_dict()
+    assert len(chart["vconcat"]) == len(set(families.values()))  # one panel (own y axis) per family
+    assert chart["resolve"]["scale"]["color"] == "independent"  # each panel's legend lists its own metrics
