@@ -22,6 +22,7 @@ from .estimator_cache import MAX_FACES_PER_IMAGE
 from .settings import Settings
 from .summary import render_summary
 
+CROP_WIDTH = 96  # px: the 160 px model input, small beside its text on a desktop and on a phone alike
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=^&])")
 
 
@@ -42,10 +43,11 @@ def card_text(face: Face) -> str:
 def face_card(face: Face, key: str) -> None:
     """One face: the exact model input, expected age with its 80 % interval, top group, gender, group chart."""
     with st.container(border=True, key=key):
-        left, right = st.columns([1, 2], vertical_alignment="center")
-        if face.crop is not None:  # at most its own 160 px (not stretched to a phone's width), at most the column
-            left.image(face.crop, width="content", caption="model input")
-        right.markdown(card_text(face))
+        # A horizontal container, not columns: columns stack on a phone and the chip would fill the screen.
+        with st.container(horizontal=True, vertical_alignment="center", gap="small"):
+            if face.crop is not None:
+                st.image(face.crop, width=CROP_WIDTH, caption="model input")
+            st.markdown(card_text(face))
         st.altair_chart(group_chart(face), width="stretch")
 
 

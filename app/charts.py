@@ -8,10 +8,6 @@ import altair as alt
 import pandas as pd
 
 from agegender import Face
-from agegender.annotate import FEMALE_RGB, MALE_RGB
-
-FEMALE = "#%02X%02X%02X" % FEMALE_RGB  # the box colours of the annotated picture
-MALE = "#%02X%02X%02X" % MALE_RGB
 
 
 def group_chart(face: Face, height: int = 150) -> alt.Chart:
@@ -55,19 +51,3 @@ def age_histogram_chart(summary: Mapping[str, Any], height: int = 180) -> alt.Ch
 def age_group_chart(summary: Mapping[str, Any], height: int = 180) -> alt.Chart:
     """Faces per most likely age group, in the preset's order."""
     return _counts_chart(summary["age_groups"], "age group", height)
-
-
-def gender_chart(summary: Mapping[str, Any], height: int = 70) -> alt.Chart:
-    """One stacked bar: female and male counts, in the annotated picture's box colours."""
-    df = pd.DataFrame({"gender": ["female", "male"], "faces": [summary["female"], summary["male"]]})
-    return (
-        alt.Chart(df)
-        .mark_bar()
-        .encode(
-            x=alt.X("faces:Q", title="faces", axis=alt.Axis(tickMinStep=1, format="d")),
-            color=alt.Color("gender:N", scale=alt.Scale(domain=["female", "male"], range=[FEMALE, MALE]),
-                            legend=alt.Legend(orient="bottom", title=None)),
-            tooltip=["gender", "faces"],
-        )
-        .properties(height=height)
-    )

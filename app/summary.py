@@ -12,19 +12,20 @@ import streamlit as st
 
 from .charts import age_group_chart, age_histogram_chart
 
+METRIC_WIDTH = 110  # px: a horizontal, wrapping row of metrics (two or three per line on a phone, not one)
+
 
 def render_summary(summary: Mapping[str, Any], key: str, images: int | None = None) -> None:
-    """Metrics (faces, female, male, mean age) and two bar charts: faces per age decade and per age group."""
+    """Metrics (photos, faces, female, male, mean age) and two bar charts: faces per age decade and per group."""
     with st.container(border=True, key=f"summary-{key}"):
-        cols = st.columns(5 if images is not None else 4)
-        if images is not None:
-            cols[0].metric("Photos", images)
-            cols = cols[1:]
-        cols[0].metric("Faces", summary["faces"])
-        cols[1].metric("Female", summary["female"])
-        cols[2].metric("Male", summary["male"])
-        mean = summary.get("mean_age")
-        cols[3].metric("Mean age", "–" if mean is None else f"{mean:.0f}")
+        with st.container(horizontal=True, wrap=True, gap="medium"):
+            if images is not None:
+                st.metric("Photos", images, width=METRIC_WIDTH)
+            st.metric("Faces", summary["faces"], width=METRIC_WIDTH)
+            st.metric("Female", summary["female"], width=METRIC_WIDTH)
+            st.metric("Male", summary["male"], width=METRIC_WIDTH)
+            mean = summary.get("mean_age")
+            st.metric("Mean age", "–" if mean is None else f"{mean:.0f}", width=METRIC_WIDTH)
         if not summary["faces"]:
             return
         left, right = st.columns(2)
