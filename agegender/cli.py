@@ -156,7 +156,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             if args.json:
                 out.write(json_line(rec) + "\n")
             elif args.json_array:
-                out.write(("\n" if first else ",\n") + json.dumps(rec, indent=2, ensure_ascii=False))
+                out.write(("\n" if first else ",\n") + json.dumps(rec, indent=2))
             elif writer is not None:
                 writer.writerows(csv_rows(rec))
             else:

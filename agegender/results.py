@@ -124,8 +124,9 @@ def csv_text(records: Iterable[Mapping[str, Any]]) -> str:
 
 
 def json_line(record: Mapping[str, Any]) -> str:
-    """One record as one line of JSON Lines (no newline inside, non-ASCII names kept readable)."""
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    """One record as one line of JSON Lines (no newline inside; non-ASCII names as \\u escapes, so any
+    terminal encoding can print it)."""
+    return json.dumps(record, separators=(",", ":"))
 
 
 def annotated_name(file: str | PurePath, used: set[str]) -> str:

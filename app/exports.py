@@ -70,10 +70,11 @@ def annotated_zip(results: Sequence[ImageResult], estimator: Estimator | None, s
 def download_buttons(results: Sequence[ImageResult], settings: Settings, estimator: Estimator) -> None:
     records = result_records(results, estimator, settings)
     c1, c2, c3 = st.columns(3)
-    c1.download_button("⬇ CSV (all faces)", csv_text(records).encode(), "agegender_faces.csv",
+    # Built only when clicked (callables): a rerun does not serialise every face again.
+    c1.download_button("⬇ CSV (all faces)", lambda: csv_text(records).encode(), "agegender_faces.csv",
                        "text/csv", on_click="ignore", width="stretch",
                        help="One row per face; the same columns as `agegender predict --csv`.")
-    c2.download_button("⬇ JSON (all images)", results_json(records, settings, estimator).encode(),
+    c2.download_button("⬇ JSON (all images)", lambda: results_json(records, settings, estimator).encode(),
                        "agegender_results.json", "application/json", on_click="ignore", width="stretch",
                        help="One record per image (failed files with their error), as `agegender predict --json`, "
                             "plus each face's age distribution and the crowd summary.")

@@ -127,6 +127,20 @@ def test_home_renders_links_privacy_and_settings():
         assert any("untrained" in w.value for w in at.warning)
 
 
+def test_privacy_text_is_shown_once_per_page(astronaut_png):
+    def count(at: AppTest) -> int:
+        texts = [e.value for kind in ("markdown", "caption", "info") for e in at.get(kind)]
+        return sum("never stored" in t for t in texts)
+
+    at = open_page()
+    assert count(at) == 1 and not any("never stored" in c.value for c in at.sidebar.get("caption"))
+    at.switch_page(UPLOAD).run()
+    assert count(at) == 1
+    at.file_uploader[0].set_value(("astronaut.png", astronaut_png, "image/png"))
+    at.run()
+    assert count(at) == 1
+
+
 # ------------------------------------------------------------------------------------------------ upload
 def test_upload_astronaut_gives_one_card_with_age_and_gender(astronaut_png):
     at = open_page(UPLOAD)
