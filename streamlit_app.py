@@ -20,15 +20,15 @@ st.markdown(
     "its confidence). Faces are found with MediaPipe's BlazeFace detectors and estimated by a PyTorch network "
     "trained on UTKFace and All-Age-Faces, all on the CPU."
 )
-links = {
-    "pages/1_Upload_photos.py": "**Upload photos**: many images at once, a card per face, CSV / JSON / zip",
-    "pages/2_Live_camera.py": "**Live camera**: boxes and smoothed labels on your webcam stream, or a snapshot",
-    "pages/3_Age_check.py": "**Age check**: is each person at least 18 / 21 / 25? With a safety buffer",
-    "pages/4_Model_report.py": "**Model report**: accuracy, confusion matrix, errors by group, calibration",
+DESCRIPTIONS = {
+    "pages/1_Upload_photos.py": "Many photos at once (or a sample): a card per face, a crowd summary, CSV / JSON / zip.",
+    "pages/2_Live_camera.py": "Boxes and smoothed labels on your webcam stream, or a snapshot.",
+    "pages/3_Age_check.py": "Is each person at least 18 / 21 / 25? With a safety buffer.",
+    "pages/4_Model_report.py": "Accuracy, confusion matrix, errors by group, calibration, training curves.",
 }
-icons = {script: icon for script, _, icon in PAGES}
-for script, label in links.items():
-    st.page_link(script, label=label, icon=icons[script])
+for script, label, icon in PAGES[1:]:  # a short link and its description below: a long link label is cut on phones
+    st.page_link(script, label=f"**{label}**", icon=icon)
+    st.caption(DESCRIPTIONS[script])
 st.info(PRIVACY, icon=":material/lock:")
 if settings.model is None:
     st.warning(UNTRAINED_WARNING, icon="⚠️")
