@@ -119,13 +119,13 @@ def page(browser, warm_app):
 def library_face_count(image) -> int:
     """Faces the library finds with the app's default settings (the oracle for the card count)."""
     sys.path.insert(0, str(REPO))
-    import app.settings as ui
     from agegender import Estimator
+    from app.settings import UNTRAINED_FALLBACK, default_settings
 
-    s = ui.default_settings()
+    s = default_settings()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        est = Estimator(s.model or ui.UNTRAINED_FALLBACK, detector=s.detector, min_score=s.min_score,
+        est = Estimator(s.model or UNTRAINED_FALLBACK, detector=s.detector, min_score=s.min_score,
                         weights="bundled" if s.model else None)
     try:
         return len(est.predict(image))
