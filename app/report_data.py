@@ -16,9 +16,7 @@ import pandas as pd
 
 from agegender import AgeGenderError
 from agegender.paths import REPO_DIR
-from agegender.weights import default_backbone, read_manifest
-
-__all__ = ["default_backbone"]  # re-exported for the model report page; the functions below are public too
+from agegender.weights import default_backbone, read_manifest  # noqa: F401 - default_backbone: for the report page
 
 
 def entry_metrics(entry: dict | None) -> dict[str, Any]:
