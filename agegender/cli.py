@@ -1,35 +1,40 @@
 """``agegender`` command line: ``predict`` (one record per image), ``info`` and ``evaluate``.
 
-A bad file is reported and the batch goes on; the exit code is 1 if any file failed, so scripts notice.
+A bad file is reported (once, on stderr, and in its record) and the batch goes on; the exit code is 1 if any file
+failed, so scripts notice. Records are printed as each image finishes, so a later failure loses nothing; their
+schema is :mod:`agegender.results`, shared with the app's downloads.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator, Sequence
 
 from . import __version__
 from .cli_options import add_tta_arguments, tta_options
 from .errors import AgeGenderError
 from .groups import PRESETS
+from .results import CSV_COLUMNS, annotated_name, csv_rows, csv_writer, image_record, json_line
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-CSV_FIELDS = ["file", "face", "x1", "y1", "x2", "y2", "score", "age", "age_low", "age_high", "age_group",
-              "gender", "p_female", "p_adult", "error"]
+CSV_FIELDS = CSV_COLUMNS  # the one schema of agegender.results (the app's CSV download has the same columns)
 
 
 def expand_paths(paths: Iterable[str], recursive: bool = False) -> list[Path]:
-    """Files as given; directories replaced by the images they contain (sorted)."""
+    """Files as given; directories replaced by the images they contain (sorted). A directory without images
+    stays in the list as itself, so :func:`iter_records` can give it a record saying so."""
     out: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
             pattern = "**/*" if recursive else "*"
-            out += sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            out += found or [path]
         else:
             out.append(path)
     return out
@@ -40,85 +45,138 @@ def _build_estimator(args: argparse.Namespace):
 
     return Estimator(model=args.model, detector=args.detector, device=args.device, groups=args.groups,
                      weights=None if args.untrained else (args.weights or "bundled"), min_score=args.min_score,
-                     min_face_size=args.min_face_size, max_faces=args.max_faces, **tta_options(args))
+                     min_face_size=args.min_face_size, max_faces=args.max_faces,
+                     engine=getattr(args, "engine", "auto"), **tta_options(args))
+
+
+def _named(error: str, path: Path) -> str:
+    """The error with the file's name in it (some library messages, e.g. the size limit's, have none)."""
+    return error if str(path) in error or path.name in error else f"{path}: {error}"
+
+
+def iter_records(estimator, files: Sequence[Path], crops: bool = False, annotate_dir: Path | None = None,
+                 show_labels: bool = True, include_age_probs: bool = False) -> Iterator[dict[str, Any]]:
+    """One record (:func:`agegender.results.image_record`) per input, yielded as soon as it is done, so a
+    caller can print it at once and a later failure loses nothing."""
+    from .annotate import annotate
+    from .imageio import load_image
+
+    used: set[str] = set()
+    for path in files:
+        if path.is_dir():
+            yield image_record(str(path), error=f"{path}: no image files in this directory "
+                                                f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+            continue
+        try:
+            rgb = load_image(path)
+            faces = estimator.predict_crops([rgb]) if crops else estimator.predict(rgb)
+        except AgeGenderError as exc:
+            yield image_record(str(path), error=_named(str(exc), path))
+            continue
+        record = image_record(str(path), faces, width=rgb.shape[1], height=rgb.shape[0],
+                              include_age_probs=include_age_probs)
+        if annotate_dir is not None:
+            from PIL import Image
+
+            out = annotate_dir / annotated_name(path, used)
+            try:
+                Image.fromarray(annotate(rgb, faces, show_labels=show_labels)).save(out, format="PNG")
+            except (OSError, ValueError) as exc:
+                record["error"] = f"{path}: could not write the annotated picture {out} ({exc})"
+            else:
+                record["annotated"] = str(out)
+        yield record
 
 
 def predict_records(estimator, files: list[Path], crops: bool, annotate_dir: Path | None,
                     show_labels: bool = True) -> list[dict[str, Any]]:
-    """One JSON-safe record per input file: its faces, or the error that stopped it."""
-    from .annotate import annotate
-    from .imageio import load_image
-
-    records = []
-    if annotate_dir:
-        annotate_dir.mkdir(parents=True, exist_ok=True)
-    for path in files:
-        record: dict[str, Any] = {"file": str(path), "width": None, "height": None, "faces": [], "error": None}
-        try:
-            rgb = load_image(path)
-            record["height"], record["width"] = int(rgb.shape[0]), int(rgb.shape[1])
-            faces = estimator.predict_crops([rgb]) if crops else estimator.predict(rgb)
-            record["faces"] = [f.to_dict() for f in faces]
-            if annotate_dir is not None:
-                import cv2
-
-                out = annotate_dir / f"{path.stem}.annotated.png"
-                drawn = annotate(rgb, faces, show_labels=show_labels)
-                cv2.imwrite(str(out), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-                record["annotated"] = str(out)
-        except AgeGenderError as exc:
-            record["error"] = str(exc)
-        records.append(record)
-    return records
+    """All records of :func:`iter_records` as a list."""
+    return list(iter_records(estimator, files, crops, annotate_dir, show_labels))
 
 
-def _print_table(records: list[dict[str, Any]], out) -> None:
-    for rec in records:
-        if rec["error"]:
-            print(f"ERROR {rec['error']}", file=out)
-            continue
-        print(f"{rec['file']}: {len(rec['faces'])} face(s)", file=out)
-        for f in rec["faces"]:
-            print(f"  #{f['index']} box={f['box']} age {f['age']:.1f} ({f['age_low']:.0f}-{f['age_high']:.0f}) "
-                  f"group {f['age_group']} {f['gender']} ({f['gender_confidence']:.0%})", file=out)
+def _print_text(rec: dict[str, Any], out) -> None:
+    if rec["error"] and not rec["faces"]:
+        return  # the error goes to stderr, once
+    print(f"{rec['file']}: {len(rec['faces'])} face(s)", file=out)
+    for f in rec["faces"]:
+        print(f"  #{f['index']} box={f['box']} age {f['age']:.1f} ({f['age_low']:.0f}-{f['age_high']:.0f}) "
+              f"group {f['age_group']} {f['gender']} ({f['gender_confidence']:.0%})", file=out)
+    if rec.get("annotated"):
+        print(f"  annotated: {rec['annotated']}", file=out)
 
 
-def _write_csv(records: list[dict[str, Any]], out) -> None:
-    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for rec in records:
-        if rec["error"] or not rec["faces"]:
-            writer.writerow({"file": rec["file"], "error": rec["error"] or "no face found"})
-        for f in rec["faces"]:
-            x1, y1, x2, y2 = f["box"]
-            writer.writerow({"file": rec["file"], "face": f["index"], "x1": x1, "y1": y1, "x2": x2, "y2": y2,
-                             "score": f["score"], "age": f["age"], "age_low": f["age_low"], "age_high": f["age_high"],
-                             "age_group": f["age_group"], "gender": f["gender"], "p_female": f["p_female"],
-                             "p_adult": f["p_adult"], "error": ""})
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """MediaPipe's C++ prints "INFO: DestroyAccelerator" lines straight to file descriptor 2 when a detector
+    closes; hide them (and only them: this wraps nothing but ``Estimator.close``)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _check_annotate_dir(raw: str | None) -> Path | None:
+    if not raw:
+        return None
+    path = Path(raw)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--annotate {raw}: this is a file, not a folder; give a folder for the annotated PNGs")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--annotate {raw}: cannot create this folder ({exc.strerror or exc})") from None
+    return path
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     files = expand_paths(args.paths, args.recursive)
-    if not files:
-        print("agegender: no image files found in the given paths", file=sys.stderr)
-        return 1
     try:
+        annotate_dir = _check_annotate_dir(args.annotate)
         estimator = _build_estimator(args)
     except (AgeGenderError, ValueError) as exc:
         print(f"agegender: {exc}", file=sys.stderr)
         return 2
-    records = predict_records(estimator, files, args.crops, Path(args.annotate) if args.annotate else None,
-                              show_labels=not args.no_labels)
-    if args.json:
-        json.dump(records, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    elif args.csv:
-        _write_csv(records, sys.stdout)
-    else:
-        _print_table(records, sys.stdout)
-    failed = [r for r in records if r["error"]]
-    for rec in failed:
-        print(f"agegender: {rec['error']}", file=sys.stderr)
+    out = sys.stdout
+    writer = csv_writer(out) if args.csv else None
+    failed = written = 0
+    first = True
+    if args.json_array:
+        out.write("[")
+    try:
+        for rec in iter_records(estimator, files, args.crops, annotate_dir, show_labels=not args.no_labels,
+                                include_age_probs=args.age_probs):
+            if args.json:
+                out.write(json_line(rec) + "\n")
+            elif args.json_array:
+                out.write(("\n" if first else ",\n") + json.dumps(rec, indent=2))
+            elif writer is not None:
+                writer.writerows(csv_rows(rec))
+            else:
+                _print_text(rec, out)
+            first = False
+            out.flush()
+            if rec["error"]:
+                failed += 1
+                print(f"agegender: {rec['error']}", file=sys.stderr, flush=True)
+            written += bool(rec.get("annotated"))
+    finally:
+        if args.json_array:
+            out.write("\n]\n")
+            out.flush()
+        with _quiet_native_stderr():
+            estimator.close()
+    if annotate_dir is not None:
+        print(f"agegender: {written} annotated PNG{'s' if written != 1 else ''} written to {annotate_dir}",
+              file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -178,8 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="find faces and estimate age and gender for images or folders")
     p.add_argument("paths", nargs="+", help="image files and/or folders of images")
     fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true", help="print one JSON record per image")
-    fmt.add_argument("--csv", action="store_true", help="print one CSV row per face")
+    fmt.add_argument("--json", action="store_true",
+                     help="JSON Lines: one JSON record per image, printed as soon as the image is done")
+    fmt.add_argument("--json-array", action="store_true", help="one JSON list of all records (indented)")
+    fmt.add_argument("--csv", action="store_true", help="one CSV row per face (columns as the app's CSV)")
+    p.add_argument("--age-probs", action="store_true",
+                   help="with --json/--json-array: add each face's 101-bin age distribution (age_probs)")
     p.add_argument("--annotate", metavar="OUT_DIR", help="write annotated PNGs (numbered boxes and labels) here")
     p.add_argument("--no-labels", action="store_true", help="with --annotate: numbers only, no age/gender text")
     p.add_argument("--crops", action="store_true", help="each input is a face chip with one face (like UTKFace): one result per "
@@ -194,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="a .safetensors file instead of the bundled weights")
     p.add_argument("--untrained", action="store_true", help=argparse.SUPPRESS)  # tests only: random weights
     p.add_argument("--device", default="cpu")
+    p.add_argument("--engine", choices=("auto", "onnx", "torch"), default="auto",
+                   help="auto (default): onnxruntime where the model's ONNX graph is bundled, else torch")
     add_tta_arguments(p)
     p.add_argument("--recursive", action="store_true", help="look for images in sub-folders too")
     p.set_defaults(func=cmd_predict)

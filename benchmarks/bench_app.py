@@ -83,7 +83,7 @@ def peak_rss_mb(pid: int | None = None) -> float:
 
 # ------------------------------------------------------------------------------------------------ library + AppTest
 def library_estimator():
-    import ui
+    import app.settings as ui
     from agegender import Estimator
 
     s = ui.default_settings()
@@ -97,7 +97,7 @@ def library_rss_mb(img_path: Path) -> float:
     """Peak RSS of a fresh process that loads the library and predicts the mosaic once."""
     code = (
         "import warnings, resource, sys; warnings.simplefilter('ignore'); sys.path.insert(0, %r)\n"
-        "import ui\nfrom agegender import Estimator\ns = ui.default_settings()\n"
+        "import app.settings as ui\nfrom agegender import Estimator\ns = ui.default_settings()\n"
         "e = Estimator(s.model or ui.UNTRAINED_FALLBACK, detector=s.detector, min_score=s.min_score, "
         "weights='bundled' if s.model else None)\n"
         "e.predict(%r)\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)\n"

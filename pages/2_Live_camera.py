@@ -12,19 +12,22 @@ import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 import live
-import ui
+from app.analysis import analyse_cached
+from app.cards import render_result
+from app.estimator_cache import load_estimator
+from app.settings import PRIVACY, Settings, page_setup
 
-settings = ui.page_setup("Live camera")
+settings = page_setup("Live camera")
 st.title("Live camera")
 st.caption("Allow camera access, then press START. Frames are analysed in memory and never recorded. "
-           + ui.PRIVACY)
-estimator = ui.load_estimator(settings)
+           + PRIVACY)
+estimator = load_estimator(settings)
 
 mode = st.radio("Mode", ["Live video", "Snapshot"], horizontal=True, key="live_mode",
                 help="Use Snapshot when the live video does not start (some networks block WebRTC).")
 
 
-def analyzer_for(estimator, settings: ui.Settings, min_interval_s: float) -> live.LiveAnalyzer:
+def analyzer_for(estimator, settings: Settings, min_interval_s: float) -> live.LiveAnalyzer:
     """This session's analyzer, kept across reruns; a new model/detector resets its tracks."""
     analyzer: live.LiveAnalyzer | None = st.session_state.get("_live_analyzer")
     if analyzer is None:
@@ -101,5 +104,5 @@ else:
     if shot is None:
         st.info("Take a snapshot: each face gets the same card as on the Upload page.")
     else:
-        result = ui.analyse_cached(shot.getvalue(), "snapshot.jpg", estimator, settings)
-        ui.render_result(result, estimator, settings, key="snap")
+        result = analyse_cached(shot.getvalue(), "snapshot.jpg", estimator, settings)
+        render_result(result, estimator, settings, key="snap")

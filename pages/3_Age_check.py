@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import streamlit as st
 
-import ui
+from app.age_check import age_check
+from app.analysis import MAX_UPLOAD_MB, UPLOAD_TYPES, analyse_cached, regroup
+from app.cards import annotated_picture
+from app.estimator_cache import load_estimator
+from app.report_data import entry_metrics, error_at_age, manifest_models, over_18, report_for_model
+from app.settings import PRIVACY, page_setup
 
 THRESHOLDS: list[int | str] = [18, 21, 25, "other"]
 
-settings = ui.page_setup("Age check")
+settings = page_setup("Age check")
 st.title("Age check")
-st.caption("Is each person at least *t* years old? " + ui.PRIVACY)
-estimator = ui.load_estimator(settings)
+st.caption("Is each person at least *t* years old? " + PRIVACY)
+estimator = load_estimator(settings)
 
 c1, c2, c3 = st.columns([1, 1, 2])
 choice = c1.selectbox("Minimum age t", THRESHOLDS, key="agecheck_threshold",
@@ -37,28 +42,28 @@ st.markdown(
 source = st.radio("Photo", ["Upload a photo", "Take a snapshot"], horizontal=True, key="agecheck_source",
                   label_visibility="collapsed")
 if source == "Upload a photo":
-    item = st.file_uploader("Photo", type=ui.UPLOAD_TYPES, key="agecheck_file", max_upload_size=ui.MAX_UPLOAD_MB)
+    item = st.file_uploader("Photo", type=UPLOAD_TYPES, key="agecheck_file", max_upload_size=MAX_UPLOAD_MB)
 else:
     item = st.camera_input("Snapshot", key="agecheck_camera")
 
-report_entry = ui.report_for_model(settings.model)
+report_entry = report_for_model(settings.model)
 report = report_entry[1] if report_entry else None
 
 if item is None:
     st.info("Upload a photo or take a snapshot to check the ages of the faces in it.")
 else:
-    result = ui.analyse_cached(item.getvalue(), item.name, estimator, settings)
+    result = analyse_cached(item.getvalue(), item.name, estimator, settings)
     if result.error:
         st.error(f"**{result.name}**: {result.error}")
     else:
-        faces = ui.regroup(result, estimator, settings.preset)
+        faces = regroup(result, estimator, settings.preset)
         left, right = st.columns([3, 2])
-        left.image(ui.display_image(ui.annotate(result.rgb, faces, settings.show_labels)), width="stretch")
+        left.image(annotated_picture(result, faces, settings.show_labels), width="stretch")
         with right:
             if not faces:
                 st.info(f"No face found in {result.name}.")
             for face in faces:
-                decision = ui.age_check(face, threshold, buffer)
+                decision = age_check(face, threshold, buffer)
                 with st.container(border=True, key=f"agecheck-{face.index}"):
                     a, b = st.columns([1, 3])
                     if face.crop is not None:
@@ -72,18 +77,18 @@ else:
                         st.warning(f"Face {face.index}: **Ask for ID**: {decision.reason}", icon=":material/badge:")
 
 st.subheader("Limits", divider="gray")
-measured = ui.error_at_age(report, threshold)
+measured = error_at_age(report, threshold)
 if measured is not None:
     extra = report.get("extra") or {}
     where = f"{extra.get('dataset', report_entry[0])}, {extra.get('mode', '?')}"
     error_line = (f"On its evaluation report ({where}), this model's mean absolute error for ages {measured[1]} "
                   f"is **{measured[0]:.1f} years**")
-    far = ui.over_18(report).get("false_adult_rate")
+    far = over_18(report).get("false_adult_rate")
     if threshold == 18 and isinstance(far, (int, float)):
         error_line += f"; it judged {far:.1%} of minors to be adults (false-adult rate)"
     error_line += "."
 else:
-    overall = ui.entry_metrics(ui.manifest_models().get(settings.model or "")).get("mae")
+    overall = entry_metrics(manifest_models().get(settings.model or "")).get("mae")
     error_line = ("The model's error at this age has **not been measured** (no evaluation report for this model)"
                   + (f"; its mean absolute error over all ages is {overall:.1f} years, and it differs by age"
                      if isinstance(overall, (int, float)) else "")

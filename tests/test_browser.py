@@ -119,13 +119,13 @@ def page(browser, warm_app):
 def library_face_count(image) -> int:
     """Faces the library finds with the app's default settings (the oracle for the card count)."""
     sys.path.insert(0, str(REPO))
-    import ui
     from agegender import Estimator
+    from app.settings import UNTRAINED_FALLBACK, default_settings
 
-    s = ui.default_settings()
+    s = default_settings()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        est = Estimator(s.model or ui.UNTRAINED_FALLBACK, detector=s.detector, min_score=s.min_score,
+        est = Estimator(s.model or UNTRAINED_FALLBACK, detector=s.detector, min_score=s.min_score,
                         weights="bundled" if s.model else None)
     try:
         return len(est.predict(image))
@@ -223,3 +223,126 @@ def test_snapshot_fallback_gives_cards(server, page, astronaut):
     assert page.locator(CARD).count() == expected
     assert page.locator(EXCEPTION).count() == 0
     page.screenshot(path=str(ARTIFACTS / "browser_snapshot.png"))
+
+
+# ------------------------------------------------------------------------------------------------ layout at two widths
+WIDTHS = (1400, 390)  # a desktop and a phone (iPhone 12-15 CSS width)
+PAGES = {"home": "", "upload": "Upload_photos", "live": "Live_camera", "age_check": "Age_check",
+         "model_report": "Model_report"}
+ANNOTATED_FITS = """() => {
+  const figures = [...document.querySelectorAll('[data-testid="stImage"]')]
+    .filter(f => (f.innerText || '').includes(' px · '));
+  return figures.map(f => {
+    const img = f.querySelector('img');
+    const column = f.closest('[data-testid="stVerticalBlock"]');
+    return {img: img.getBoundingClientRect().width, natural: img.naturalWidth,
+            column: column.getBoundingClientRect().width, page: document.documentElement.clientWidth,
+            scroll: document.documentElement.scrollWidth};
+  });
+}"""
+
+
+def wide_mosaic(astronaut) -> np.ndarray:
+    """2000 × 1000 px: wider than the main column at both widths, so the picture must be scaled to fit."""
+    cell = cv2.resize(np.asarray(astronaut), (500, 500), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(np.vstack([np.hstack([cell, cell[:, ::-1]] * 2)] * 2))
+
+
+def context_at(browser, width: int):
+    return browser.new_context(viewport={"width": width, "height": 900}, permissions=["camera"])
+
+
+def screenshot_at(pg, name: str, width: int) -> Path:
+    height = pg.evaluate("() => document.querySelector('[data-testid=\"stMain\"]')?.scrollHeight || 900")
+    pg.set_viewport_size({"width": width, "height": int(min(max(height, 900), 8000))})
+    time.sleep(0.8)
+    path = ARTIFACTS / name
+    pg.screenshot(path=str(path))
+    return path
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_every_page_renders_at_desktop_and_phone_width(browser, warm_app, width):
+    """Screenshots of every page (``artifacts/page_<name>_<width>.png``); the upload page with a sample."""
+    context = context_at(browser, width)
+    pg = context.new_page()
+    pg.set_default_timeout(120_000)
+    try:
+        for name, path in PAGES.items():
+            pg.goto(f"{warm_app}/{path}")
+            pg.locator('[data-testid="stMain"] h1').first.wait_for()
+            if name == "upload":
+                pg.get_by_role("button", name="Group of six (mosaic)").click()
+                pg.locator(CARD).first.wait_for()
+                pg.get_by_text("Done:").wait_for()
+            if name == "model_report":
+                pg.locator('[data-testid="stVegaLiteChart"]').last.wait_for()
+            time.sleep(1.5)
+            assert pg.locator(EXCEPTION).count() == 0, name
+            overflow = pg.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            assert overflow <= 1, f"{name} at {width} px scrolls sideways by {overflow} px"
+            screenshot_at(pg, f"page_{name}_{width}.png", width)
+            pg.set_viewport_size({"width": width, "height": 900})
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_annotated_picture_is_no_wider_than_its_column(browser, warm_app, width, astronaut, tmp_path):
+    photo = tmp_path / "wide.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(wide_mosaic(astronaut), cv2.COLOR_RGB2BGR))
+    context = context_at(browser, width)
+    pg = context.new_page()
+    pg.set_default_timeout(180_000)
+    try:
+        pg.goto(f"{warm_app}/Upload_photos")
+        pg.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(photo))
+        pg.get_by_text("Done:").wait_for()
+        pg.locator(CARD).first.wait_for()
+        time.sleep(1.5)
+        (fit,) = pg.evaluate(ANNOTATED_FITS)
+        assert fit["natural"] > fit["column"], fit  # the picture is larger than the column ...
+        assert fit["img"] <= fit["column"] + 0.5, fit  # ... and drawn within it
+        assert fit["scroll"] <= fit["page"] + 1, fit  # nothing scrolls sideways
+        crop = pg.locator(f'{CARD} [data-testid="stImage"] img').first.evaluate(
+            "img => ({shown: img.getBoundingClientRect().width, natural: img.naturalWidth, "
+            "column: img.closest('[data-testid=\"stColumn\"]').getBoundingClientRect().width})")
+        assert crop["shown"] <= crop["natural"] + 0.5, crop  # the model input is not blown up on a phone
+        assert crop["shown"] <= crop["column"] + 0.5, crop  # nor drawn over the card's text
+        screenshot_at(pg, f"upload_wide_{width}.png", width)
+    finally:
+        context.close()
+
+
+def test_time_to_first_and_all_cards_for_bald_guys(browser, warm_app):
+    """Measures (never asserts) upload → first card and → all cards; written to artifacts/upload_timings.json."""
+    import json
+
+    from agegender.paths import data_root
+
+    photo = data_root() / "group_photos" / "dlib_examples_faces" / "bald_guys.jpg"
+    if not photo.is_file():
+        pytest.skip(f"needs {photo} (set AGEGENDER_DATA)")
+    expected = library_face_count(photo)
+    context = context_at(browser, 1400)
+    pg = context.new_page()
+    pg.set_default_timeout(300_000)
+    try:
+        pg.goto(f"{warm_app}/Upload_photos")
+        pg.locator('[data-testid="stFileUploaderDropzoneInput"]').wait_for(state="attached")
+        start = time.monotonic()
+        pg.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(photo))
+        pg.locator(CARD).first.wait_for()
+        first = time.monotonic() - start
+        pg.locator(CARD).nth(expected - 1).wait_for()
+        pg.get_by_text("Done:").wait_for()
+        every = time.monotonic() - start
+        assert pg.locator(CARD).count() == expected
+        assert pg.locator(EXCEPTION).count() == 0
+    finally:
+        context.close()
+    load = os.getloadavg()
+    record = {"photo": photo.name, "faces": expected, "first_card_s": round(first, 2), "all_cards_s": round(every, 2),
+              "loadavg": [round(v, 2) for v in load]}
+    (ARTIFACTS / "upload_timings.json").write_text(json.dumps(record, indent=2))
+    print(record)

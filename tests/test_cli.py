@@ -1,4 +1,7 @@
-"""The ``agegender`` command line, end to end in subprocesses (``--untrained``: random weights, tests only)."""
+"""The ``agegender`` command line, end to end in subprocesses (``--untrained``: random weights, tests only).
+
+Output schema: :mod:`agegender.results` (``--json`` = JSON Lines, one record per image; ``--json-array`` = one
+list), the same as the app's downloads."""
 
 from __future__ import annotations
 
@@ -29,13 +32,16 @@ RECORDS_SCHEMA = {
     "type": "array",
     "items": {
         "type": "object",
-        "required": ["file", "width", "height", "faces", "error"],
+        "required": ["file", "sha256", "width", "height", "faces", "error", "summary"],
         "properties": {
             "file": {"type": "string"},
             "width": {"type": ["integer", "null"], "minimum": 1},
             "height": {"type": ["integer", "null"], "minimum": 1},
             "error": {"type": ["string", "null"]},
             "annotated": {"type": "string"},
+            "sha256": {"type": ["string", "null"]},
+            "summary": {"type": "object", "required": ["faces", "female", "male", "mean_age", "age_histogram",
+                                                       "age_groups"]},
             "faces": {
                 "type": "array",
                 "items": {
@@ -72,6 +78,11 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
                           env=env, cwd=cwd)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
+
+
+def jsonl(proc: subprocess.CompletedProcess) -> list[dict]:
+    """The records of a ``--json`` run: one JSON object per line."""
+    return [json.loads(line) for line in proc.stdout.splitlines()]
 
 
 def validate_records(records) -> None:
@@ -114,7 +125,7 @@ def json_run(inputs):
 
 def test_predict_json_folder_with_bad_files(json_run, inputs):
     assert json_run.returncode == 1, "a failed file must make the exit code 1"
-    records = json.loads(json_run.stdout)
+    records = jsonl(json_run)
     validate_records(records)
     by_name = {Path(r["file"]).name: r for r in records}
     assert set(by_name) == {"astronaut.png", "notes.jpg", "truncated.jpg"}, "only image suffixes, sorted"
@@ -129,7 +140,7 @@ def test_predict_json_folder_with_bad_files(json_run, inputs):
         bad = by_name[name]
         assert bad["error"] and bad["faces"] == [] and bad["width"] is None
         assert name in bad["error"], "the error names the file"
-        assert name in json_run.stderr, "failures are reported on stderr too"
+        assert json_run.stderr.count(name) == 1, "failures are reported on stderr too, once"
     assert "not an image" in by_name["notes.jpg"]["error"]
     assert "truncated" in by_name["truncated.jpg"]["error"] or "corrupt" in by_name["truncated.jpg"]["error"]
 
@@ -155,7 +166,7 @@ def test_predict_annotate_and_groups(inputs, tmp_path):
     proc = run_cli("predict", str(inputs / "astronaut.png"), "--json", "--groups", "life4", "--annotate",
                    str(out_dir), *UNTRAINED)
     assert proc.returncode == 0, proc.stderr
-    records = json.loads(proc.stdout)
+    records = jsonl(proc)
     validate_records(records)
     face = records[0]["faces"][0]
     assert list(face["groups"]) == list(PRESETS["life4"].labels)
@@ -187,7 +198,7 @@ def test_bad_arguments_are_reported_without_traceback(inputs, tmp_path):
     assert proc.returncode == 2 and "fairface9" in proc.stderr
     proc = run_cli("predict", str(tmp_path / "empty_dir_does_not_exist"), "--json", *UNTRAINED)
     assert proc.returncode == 1
-    records = json.loads(proc.stdout)
+    records = jsonl(proc)
     assert records[0]["error"] and "no such file" in records[0]["error"]
 
 
@@ -228,9 +239,121 @@ def test_tta_switches_map_to_the_estimator_and_report_names(argv, flip, scale, s
 def test_predict_crops_no_scale_tta_changes_the_answer_on_a_chip(inputs, tmp_path, astronaut):
     chip = tmp_path / "chip.png"
     Image.fromarray(np.ascontiguousarray(astronaut[30:230, 130:330])).save(chip)
-    runs = [json.loads(run_cli("predict", str(chip), "--crops", "--json", *extra).stdout)[0]["faces"]
+    runs = [jsonl(run_cli("predict", str(chip), "--crops", "--json", *extra))[0]["faces"]
             for extra in ([], ["--no-scale-tta"], ["--no-scale-tta"])]
     assert all(len(faces) == 1 and faces[0]["score"] > 0.5 for faces in runs)
     assert runs[1] == runs[2], "the same settings give the same answer"
     assert runs[0][0]["age"] != runs[1][0]["age"], "three framings of the face are not the calibrated one alone"
     assert runs[0][0]["box"] == runs[1][0]["box"]  # the same detected face
+
+
+def test_json_array_keeps_one_list_and_age_probs_are_optional(inputs):
+    proc = run_cli("predict", str(inputs / "astronaut.png"), str(inputs / "notes.jpg"), "--json-array",
+                   "--age-probs", *UNTRAINED)
+    assert proc.returncode == 1
+    records = json.loads(proc.stdout)
+    assert [Path(r["file"]).name for r in records] == ["astronaut.png", "notes.jpg"]
+    probs = records[0]["faces"][0]["age_probs"]
+    assert len(probs) == 101 and abs(sum(probs) - 1) < 1e-3
+    assert records[0]["summary"]["faces"] == 1 and records[1]["summary"]["faces"] == 0
+
+
+def test_text_output_prints_errors_once_and_says_where_pictures_went(inputs, tmp_path):
+    out_dir = tmp_path / "drawn"
+    proc = run_cli("predict", str(inputs / "astronaut.png"), str(inputs / "notes.jpg"), "--annotate",
+                   str(out_dir), *UNTRAINED)
+    assert proc.returncode == 1
+    assert "ERROR" not in proc.stdout and "notes.jpg" not in proc.stdout  # stdout: results only
+    assert proc.stderr.count("notes.jpg") == 1  # the error, once
+    assert f"annotated: {out_dir / 'astronaut.annotated.png'}" in proc.stdout
+    assert f"1 annotated PNG written to {out_dir}" in proc.stderr
+    assert "DestroyAccelerator" not in proc.stderr  # MediaPipe's close-down chatter is hidden
+
+
+def test_annotate_names_are_unique_and_long_names_still_get_a_file(astronaut, tmp_path):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    names = ["photo.jpg", "photo.webp", "sub/photo.jpg", "PHOTO.png", "x" * 245 + ".png"]
+    for name in names:
+        Image.fromarray(astronaut).save(src / name)
+    out_dir = tmp_path / "out"
+    proc = run_cli("predict", *(str(src / n) for n in names), "--json", "--annotate", str(out_dir), *UNTRAINED)
+    assert proc.returncode == 0, proc.stderr
+    records = jsonl(proc)
+    written = [Path(r["annotated"]) for r in records]
+    assert len(set(written)) == len(names) and all(p.is_file() for p in written)
+    assert [p.name for p in written[:4]] == ["photo.annotated.png", "photo-2.annotated.png",
+                                             "photo-3.annotated.png", "PHOTO-4.annotated.png"]
+    assert len(written[4].name.encode()) <= 200
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(p.name for p in written)
+
+
+def test_annotate_write_failure_is_recorded(astronaut, tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+
+    from agegender.cli import iter_records
+
+    class NoFaces:
+        def predict(self, rgb):
+            return []
+
+    path = tmp_path / "a.png"
+    Image.fromarray(astronaut).save(path)
+
+    def failing_save(self, fp, *args, **kwargs):
+        raise OSError(36, "File name too long")
+
+    monkeypatch.setattr(PILImage.Image, "save", failing_save)
+    (record,) = iter_records(NoFaces(), [path], annotate_dir=tmp_path / "out")
+    assert "annotated" not in record
+    assert record["error"].startswith(f"{path}: could not write the annotated picture")
+    assert "File name too long" in record["error"]
+
+
+def test_annotate_pointing_at_a_file_and_empty_folders(inputs, tmp_path):
+    target = tmp_path / "taken.png"
+    target.write_bytes(b"x")
+    proc = run_cli("predict", str(inputs / "astronaut.png"), "--annotate", str(target), *UNTRAINED)
+    assert proc.returncode == 2 and "is a file, not a folder" in proc.stderr and proc.stdout == ""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_cli("predict", str(empty), str(inputs / "astronaut.png"), "--json", *UNTRAINED)
+    assert proc.returncode == 1
+    first, second = jsonl(proc)
+    assert first["file"] == str(empty) and "no image files in this directory" in first["error"]
+    assert second["error"] is None and len(second["faces"]) == 1
+
+
+def test_size_limit_error_names_the_file(tmp_path):
+    huge = tmp_path / "huge.png"
+    Image.new("1", (8000, 7000)).save(huge)  # 56 megapixels in a few kB
+    proc = run_cli("predict", str(huge), "--json", *UNTRAINED)
+    assert proc.returncode == 1
+    (record,) = jsonl(proc)
+    assert "megapixels" in record["error"] and str(huge) in record["error"]
+
+
+def test_records_are_printed_as_they_finish(astronaut, tmp_path, capsys, monkeypatch):
+    """A failure after the first image (here: the run is interrupted) loses nothing already analysed."""
+    from agegender import cli
+
+    class Interrupted:
+        calls = 0
+
+        def predict(self, rgb):
+            Interrupted.calls += 1
+            if Interrupted.calls == 2:
+                raise KeyboardInterrupt
+            return []
+
+        def close(self):
+            pass
+
+    for name in ("a.png", "b.png"):
+        Image.fromarray(astronaut).save(tmp_path / name)
+    args = cli.build_parser().parse_args(["predict", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--json"])
+    monkeypatch.setattr(cli, "_build_estimator", lambda a: Interrupted())
+    with pytest.raises(KeyboardInterrupt):
+        cli.cmd_predict(args)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["file"] == str(tmp_path / "a.png")
