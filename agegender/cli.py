@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 from . import __version__
 from .cli_options import add_tta_arguments, tta_options
+from .cli_video import add_video_arguments, cmd_predict_videos, is_video
 from .errors import AgeGenderError
 from .groups import PRESETS
 
@@ -102,6 +103,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not files:
         print("agegender: no image files found in the given paths", file=sys.stderr)
         return 1
+    if any(is_video(p) for p in files):  # video files: per-track records (agegender.cli_video)
+        return cmd_predict_videos(args, files, _build_estimator)
     try:
         estimator = _build_estimator(args)
     except (AgeGenderError, ValueError) as exc:
@@ -185,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--untrained", action="store_true", help=argparse.SUPPRESS)  # tests only: random weights
     p.add_argument("--device", default="cpu")
     add_tta_arguments(p)
+    add_video_arguments(p)
     p.add_argument("--recursive", action="store_true", help="look for images in sub-folders too")
     p.set_defaults(func=cmd_predict)
 
