@@ -22,6 +22,7 @@ st.markdown(
 links = {
     "pages/1_Upload_photos.py": "**Upload photos**: many images at once, a card per face, CSV / JSON / zip",
     "pages/2_Live_camera.py": "**Live camera**: boxes and smoothed labels on your webcam stream, or a snapshot",
+    "pages/5_Video_file.py": "**Video file**: every face tracked through a clip, an annotated video, one row per person",
     "pages/3_Age_check.py": "**Age check**: is each person at least 18 / 21 / 25? With a safety buffer",
     "pages/4_Model_report.py": "**Model report**: accuracy, confusion matrix, errors by group, calibration",
 }
