@@ -56,8 +56,8 @@ def probe(data: bytes, name: str) -> tuple[VideoInfo | None, str | None]:
 def info_line(info: VideoInfo, size_bytes: int, every: int) -> str:
     duration = f"{info.duration_s:.1f} s" if info.duration_s is not None else "unknown length"
     frames = f", about {info.frames} frames → {-(-info.frames // every)} analysed" if info.frames else ""
-    return (f"{info.width}×{info.height}, {info.fps:.1f} frames/s, {duration}{frames} "
-            f"({size_bytes / 2**20:.1f} MB, {info.codec})")
+    size = f"{size_bytes / 2**20:.1f} MB" if size_bytes >= 2**20 else f"{size_bytes / 1024:.0f} KB"
+    return f"{info.width}×{info.height}, {info.fps:.1f} frames/s, {duration}{frames} ({size}, {info.codec})"
 
 
 def cached_result(key: tuple) -> VideoResult | None:
@@ -118,24 +118,25 @@ def render_result(result: VideoResult, name: str) -> None:
     c2.metric("Frames analysed", f"{result.frames_analysed} of {result.frames}")
     c3.metric("Analysed frames/s", f"{result.analysed_fps:.1f}", help="Speed of this run on this server")
     c4.metric("Duration", f"{result.frames / result.info.fps:.1f} s")
-    video_col, table_col = st.columns([3, 2], gap="medium")
+    video_col, side_col = st.columns([3, 2], gap="medium")
     with video_col:
         if result.annotated:
             st.video(result.annotated, format="video/mp4")
+    with side_col:
+        if result.annotated:
             st.download_button("Download annotated video (MP4)", result.annotated, f"{stem}.annotated.mp4",
                                mime="video/mp4", key="video_download", icon=":material/download:")
-    with table_col:
         if result.tracks:
             table = tracks_table(result)
-            st.dataframe(table, hide_index=True, width="stretch")
+            st.download_button("Tracks (CSV)", table.to_csv(index=False), f"{stem}.tracks.csv", mime="text/csv",
+                               key="video_csv", icon=":material/table:")
+            st.download_button("Tracks (JSON)", tracks_json(result, name), f"{stem}.tracks.json",
+                               mime="application/json", key="video_json", icon=":material/data_object:")
             st.caption("Age: median of the per-frame estimates; interval: 80 % of the track's mean age "
                        "distribution; confidence: of the mean P(female). A track is one face followed from frame "
                        "to frame; the same person may get two tracks after leaving the picture.")
-            d1, d2 = st.columns(2)
-            d1.download_button("Tracks (CSV)", table.to_csv(index=False), f"{stem}.tracks.csv", mime="text/csv",
-                               key="video_csv")
-            d2.download_button("Tracks (JSON)", tracks_json(result, name), f"{stem}.tracks.json",
-                               mime="application/json", key="video_json")
-        else:
-            st.info("No face was found in the analysed frames. Try analysing more frames, or the *full* detector "
-                    "for small faces.")
+    if result.tracks:
+        st.dataframe(tracks_table(result), hide_index=True, width="stretch")  # full width: no column cut off
+    else:
+        st.info("No face was found in the analysed frames. Try analysing more frames, or the *full* detector "
+                "for small faces.")
