@@ -27,6 +27,9 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("video files (" + ", ".join(VIDEO_SUFFIXES) + ")")
     group.add_argument("--every", type=int, default=5, metavar="K",
                        help="analyse every K-th frame (default 5); boxes follow the tracks in between")
+    group.add_argument("--min-track-frames", type=int, default=2, metavar="N",
+                       help="list only tracks seen in at least N analysed frames (default 2: a face seen once is "
+                            "usually a false detection; 1 lists all)")
     group.add_argument("--max-duration", type=float, default=3600.0, metavar="S",
                        help="refuse videos longer than S seconds (default 3600)")
 
@@ -36,10 +39,13 @@ def is_video(path: Path) -> bool:
 
 
 def video_record(estimator: Any, path: Path, every: int, limits: VideoLimits, annotate_dir: Path | None,
-                 show_labels: bool = True, progress: Callable[[float, int, int], None] | None = None) -> dict[str, Any]:
-    """One JSON-safe record for a video: its size, frame counts and tracks, or the error that stopped it."""
+                 show_labels: bool = True, progress: Callable[[float, int, int], None] | None = None,
+                 min_track_frames: int = 2) -> dict[str, Any]:
+    """One JSON-safe record for a video: its size, frame counts and tracks (those seen in at least
+    ``min_track_frames`` analysed frames; ``brief_tracks`` counts the others), or the error that stopped it."""
     record: dict[str, Any] = {"file": str(path), "width": None, "height": None, "fps": None, "duration_s": None,
-                              "frames": 0, "frames_analysed": 0, "every": every, "tracks": [], "error": None}
+                              "frames": 0, "frames_analysed": 0, "every": every, "tracks": [], "brief_tracks": 0,
+                              "error": None}
     try:
         result = analyse_video(path, estimator, every=every, limits=limits, annotate=annotate_dir is not None,
                                show_labels=show_labels, progress=progress)
@@ -49,7 +55,8 @@ def video_record(estimator: Any, path: Path, every: int, limits: VideoLimits, an
     record.update(width=result.info.width, height=result.info.height, fps=round(result.info.fps, 3),
                   duration_s=None if result.info.duration_s is None else round(result.info.duration_s, 3),
                   frames=result.frames, frames_analysed=result.frames_analysed,
-                  tracks=[t.to_dict() for t in result.tracks])
+                  tracks=[t.to_dict() for t in result.people(min_track_frames)],
+                  brief_tracks=len(result.tracks) - len(result.people(min_track_frames)))
     if annotate_dir is not None and result.annotated is not None:
         annotate_dir.mkdir(parents=True, exist_ok=True)
         out = annotate_dir / f"{path.stem}.annotated.mp4"
@@ -74,8 +81,9 @@ def _print_table(records: list[dict[str, Any]], out) -> None:
     for rec in records:
         if rec["error"]:
             continue  # reported once, on stderr
+        brief = f"; {rec['brief_tracks']} brief track(s) not listed" if rec["brief_tracks"] else ""
         print(f"{rec['file']}: {len(rec['tracks'])} track(s) in {rec['frames']} frames "
-              f"({rec['frames_analysed']} analysed, every {rec['every']})", file=out)
+              f"({rec['frames_analysed']} analysed, every {rec['every']}{brief})", file=out)
         for t in rec["tracks"]:
             print(f"  #{t['track']} age {t['age']:.1f} ({t['age_low']:.0f}-{t['age_high']:.0f}) {t['gender']} "
                   f"({t['gender_confidence']:.0%}) seen {t['first_seen_s']:.1f}-{t['last_seen_s']:.1f} s "
@@ -114,7 +122,7 @@ def cmd_predict_videos(args: argparse.Namespace, files: list[Path], build_estima
     try:
         for path in files:
             rec = video_record(estimator, path, args.every, limits, annotate_dir, show_labels=not args.no_labels,
-                               progress=_stderr_progress(path.name))
+                               progress=_stderr_progress(path.name), min_track_frames=args.min_track_frames)
             records.append(rec)
             if args.json:  # JSON Lines, written as each video finishes
                 sys.stdout.write(json.dumps(rec) + "\n")

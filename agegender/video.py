@@ -71,6 +71,12 @@ class VideoResult:
     seconds: float  # wall time of decoding, analysis and encoding
     annotated: bytes | None = field(default=None, repr=False)  # H.264 MP4, if asked for
 
+    def people(self, min_frames: int = 2) -> list[TrackSummary]:
+        """Tracks seen in at least ``min_frames`` analysed frames. A detector's false positive (a patch, a
+        pattern) rarely survives two analyses at the same place, while a real face does; ``min_frames=1``
+        keeps everything."""
+        return [t for t in self.tracks if t.frames >= min_frames]
+
     @property
     def analysed_fps(self) -> float:
         """Analysed frames per second of wall time (the pipeline's speed on this machine)."""

@@ -88,7 +88,7 @@ def run_analysis(data: bytes, name: str, estimator: Any, every: int, show_labels
         return None, str(exc)
     bar.progress(1.0, text=f"Done: {result.frames} frames, {result.frames_analysed} analysed in "
                            f"{result.seconds:.1f} s ({result.analysed_fps:.1f} analysed frames/s), "
-                           f"{len(result.tracks)} track{'s' if len(result.tracks) != 1 else ''}")
+                           f"{len(result.people())} {'person' if len(result.people()) == 1 else 'people'} tracked")
     st.session_state[RESULT_KEY] = (key, result)
     return result, None
 
@@ -110,11 +110,14 @@ def tracks_json(result: VideoResult, name: str) -> str:
                        "tracks": [t.to_dict() for t in result.tracks]}, indent=2)
 
 
-def render_result(result: VideoResult, name: str) -> None:
-    """Summary metrics, the annotated video with its download, the per-track table and its exports."""
+def render_result(result: VideoResult, name: str, show_brief: bool = False) -> None:
+    """Summary metrics, the annotated video with its download, the per-track table and its exports.
+    ``show_brief``: also list tracks seen in one analysed frame (usually false detections)."""
     stem = Path(name).stem or "video"
+    tracks = result.people(1 if show_brief else 2)
+    shown = VideoResult(result.info, tracks, result.frames, result.frames_analysed, result.every, result.seconds)
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("People tracked", len(result.tracks))
+    c1.metric("People tracked", len(tracks))
     c2.metric("Frames analysed", f"{result.frames_analysed} of {result.frames}")
     c3.metric("Analysed frames/s", f"{result.analysed_fps:.1f}", help="Speed of this run on this server")
     c4.metric("Duration", f"{result.frames / result.info.fps:.1f} s")
@@ -126,17 +129,20 @@ def render_result(result: VideoResult, name: str) -> None:
         if result.annotated:
             st.download_button("Download annotated video (MP4)", result.annotated, f"{stem}.annotated.mp4",
                                mime="video/mp4", key="video_download", icon=":material/download:")
-        if result.tracks:
-            table = tracks_table(result)
+        if tracks:
+            table = tracks_table(shown)
             st.download_button("Tracks (CSV)", table.to_csv(index=False), f"{stem}.tracks.csv", mime="text/csv",
                                key="video_csv", icon=":material/table:")
-            st.download_button("Tracks (JSON)", tracks_json(result, name), f"{stem}.tracks.json",
+            st.download_button("Tracks (JSON)", tracks_json(shown, name), f"{stem}.tracks.json",
                                mime="application/json", key="video_json", icon=":material/data_object:")
             st.caption("Age: median of the per-frame estimates; interval: 80 % of the track's mean age "
                        "distribution; confidence: of the mean P(female). A track is one face followed from frame "
                        "to frame; the same person may get two tracks after leaving the picture.")
-    if result.tracks:
-        st.dataframe(tracks_table(result), hide_index=True, width="stretch")  # full width: no column cut off
+    if tracks:
+        st.dataframe(tracks_table(shown), hide_index=True, width="stretch")  # full width: no column cut off
+    elif result.tracks:
+        st.info("Every face was seen in one analysed frame only: analyse more frames (quick movements split "
+                "tracks), or list them with the switch above.")
     else:
         st.info("No face was found in the analysed frames. Try analysing more frames, or the *full* detector "
                 "for small faces.")

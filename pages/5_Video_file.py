@@ -41,4 +41,7 @@ else:
             if error:
                 st.error(video.md_safe(error))
         if result is not None:
-            video.render_result(result, uploaded.name)
+            brief = len(result.tracks) - len(result.people(2))
+            show_brief = st.toggle(f"Also list {brief} track{'s' if brief != 1 else ''} seen in one analysed frame "
+                                   "only (usually false detections)", key="video_show_brief") if brief else False
+            video.render_result(result, uploaded.name, show_brief)

@@ -257,7 +257,7 @@ def test_video_page_plays_the_annotated_clip(server, page, astronaut, tmp_path):
     from test_video import make_clip
 
     clip = tmp_path / "clip.mp4"  # pytest's tmp_path: removed with the session's temporary folders
-    clip.write_bytes(make_clip(np.asarray(astronaut)))
+    clip.write_bytes(make_clip(np.asarray(astronaut), frames=60, step=5))  # 5 s, slow enough for every 5th frame
     page.goto(f"{server}/Video_file")
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(clip))
     page.get_by_text("640×360, 12.0 frames/s").wait_for()
@@ -272,8 +272,12 @@ def test_video_page_plays_the_annotated_clip(server, page, astronaut, tmp_path):
         if duration > 0:
             break
         time.sleep(0.5)
-    assert duration == pytest.approx(2.0, abs=0.2)
+    assert duration == pytest.approx(5.0, abs=0.2)
+    page.locator('[data-testid="stDataFrame"]').wait_for()
     assert page.locator('[data-testid="stDataFrame"]').count() == 1
+    people = page.locator('[data-testid="stMetric"]').filter(has_text="People tracked").locator(
+        '[data-testid="stMetricValue"]')
+    assert people.inner_text().strip() == "1"
     assert_table_fits(page, page.locator('[data-testid="stDataFrame"]'))
     assert page.locator(EXCEPTION).count() == 0
     full_screenshot(page, "browser_video.png")

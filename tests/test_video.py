@@ -35,8 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 FRAMES, WIDTH, HEIGHT, FPS, SIDE, TOP = 24, 640, 360, 12, 300, 30
 
 
-def make_clip(astronaut, fmt: str = "mp4", codec: str = "libx264", frames: int = FRAMES) -> bytes:
-    """The sliding-astronaut clip, encoded in memory."""
+def make_clip(astronaut, fmt: str = "mp4", codec: str = "libx264", frames: int = FRAMES,
+              step: float = (WIDTH - SIDE) / (FRAMES - 1)) -> bytes:
+    """The sliding-astronaut clip (``step`` px to the right per frame), encoded in memory."""
     face = cv2.resize(np.asarray(astronaut), (SIDE, SIDE), interpolation=cv2.INTER_AREA)
     buf = io.BytesIO()
     with av.open(buf, "w", format=fmt) as out:
@@ -44,7 +45,7 @@ def make_clip(astronaut, fmt: str = "mp4", codec: str = "libx264", frames: int =
         stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
         for i in range(frames):
             img = np.full((HEIGHT, WIDTH, 3), 90, np.uint8)
-            x = round(i * (WIDTH - SIDE) / (FRAMES - 1))  # the same speed in shorter clips
+            x = min(round(i * step), WIDTH - SIDE)
             img[TOP:TOP + SIDE, x:x + SIDE] = face
             for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 out.mux(packet)
@@ -149,6 +150,14 @@ def test_webm_mov_and_avi_are_read_too(astronaut, estimator, fmt, codec):
     assert len(result.tracks) == 1
 
 
+def test_people_leaves_out_tracks_seen_once(clip, estimator):
+    result = analyse_video(clip, estimator, every=6, annotate=False)  # 60 px per analysis: tracks split
+    assert result.frames_analysed == 4 and len(result.tracks) >= 2 and all(t.frames == 1 for t in result.tracks)
+    assert result.people() == [] and result.people(1) == result.tracks
+    steady = analyse_video(clip, estimator, every=2, annotate=False)
+    assert [t.frames for t in steady.people()] == [12]
+
+
 def test_limits_and_bad_files_get_clear_errors(clip, estimator):
     with pytest.raises(VideoTooLargeError, match=r"lasts 2 s; the limit is 1 s"):
         analyse_video(clip, estimator, limits=VideoLimits(max_duration_s=1.0))
@@ -207,6 +216,14 @@ def test_video_page_analyses_a_clip_in_memory(clip, empty_dirs, monkeypatch):
     assert not at.exception, at.exception
     assert {m.label: m.value for m in at.metric}["People tracked"] == "1"
     assert at.button(key="video_analyse").disabled and not at.get("progress")
+    at.select_slider(key="video_every").set_value(6).run()  # 60 px per analysis: each track is seen once
+    at.button(key="video_analyse").click().run()
+    assert not at.exception, at.exception
+    assert {m.label: m.value for m in at.metric}["People tracked"] == "0" and not at.dataframe
+    assert "seen in one analysed frame only" in at.info[0].value
+    at.toggle(key="video_show_brief").set_value(True).run()
+    assert len(at.dataframe[0].value) >= 2 and (at.dataframe[0].value["frames"] == 1).all()
+    assert listing(*empty_dirs) == []
 
 
 def test_video_page_explains_a_bad_file(monkeypatch):
@@ -242,6 +259,7 @@ def test_cli_predicts_a_video_end_to_end(clip_file, tmp_path):
     (track,) = rec["tracks"]
     assert set(track) == {"track", "age", "age_low", "age_high", "gender", "p_female", "gender_confidence",
                           "first_seen_s", "last_seen_s", "frames"}
+    assert rec["brief_tracks"] == 0
     assert track["frames"] == 8 and track["gender"] in ("female", "male")
     annotated = Path(rec["annotated"])
     assert annotated == out_dir / "sliding astronaut.annotated.mp4" and len(decode(annotated.read_bytes())) == 24
@@ -249,6 +267,11 @@ def test_cli_predicts_a_video_end_to_end(clip_file, tmp_path):
     assert table.returncode == 0 and "1 track(s) in 24 frames (8 analysed, every 3)" in table.stdout
     rows = run_cli(str(clip_file), "--csv", "--every", "3").stdout.splitlines()
     assert rows[0].startswith("file,track,age,") and len(rows) == 2
+    split = run_cli(str(clip_file), "--every", "6")  # 60 px per analysis: every track is seen once
+    assert split.returncode == 0 and "0 track(s) in 24 frames (4 analysed, every 6; " in split.stdout
+    assert "brief track(s) not listed" in split.stdout
+    everything = json.loads(run_cli(str(clip_file), "--json", "--every", "6", "--min-track-frames", "1").stdout)
+    assert len(everything["tracks"]) >= 2 and everything["brief_tracks"] == 0
 
 
 def test_cli_reports_a_bad_video_once_and_fails(tmp_path):
