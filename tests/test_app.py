@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # ui.py and live.py live at the top of the repository, beside streamlit_app.py
+if str(REPO) not in sys.path:  # ui.py and app/ live at the top of the repository, beside streamlit_app.py
     sys.path.insert(0, str(REPO))
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
