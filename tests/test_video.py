@@ -232,12 +232,13 @@ def test_video_page_explains_a_bad_file(monkeypatch):
     at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=180)
     at.run()
     at.switch_page("pages/5_Video_file.py").run()
-    at.file_uploader(key="video_file").set_value(("holiday.mp4", b"PK\x03\x04 not really a video" * 50,
-                                                   "video/mp4"))
+    at.file_uploader(key="video_file").set_value(("holiday_[me](http://x.example).mp4",
+                                                   b"PK\x03\x04 not really a video" * 50, "video/mp4"))
     at.run()
     assert not at.exception, at.exception
     (error,) = at.error
     assert "not a video file" in error.value and "holiday" in error.value
+    assert "\\[me\\]\\(http" in error.value  # the file name is shown as text, not as a markdown link
     assert not at.get("button") or not [b for b in at.button if b.key == "video_analyse"]
 
 
