@@ -17,12 +17,13 @@ st.title("agegender")
 st.markdown(
     "Finds **every face** in a photo or a live camera stream and estimates each one's **age** (a probability for "
     "every year from 0 to 100, shown as an expected age, an 80 % interval and age groups) and **gender** (with "
-    "its confidence). Faces are found with MediaPipe's BlazeFace detectors and estimated by a PyTorch network "
+    "its confidence). Faces are found with MediaPipe's BlazeFace detectors and estimated by a neural network (ONNX Runtime) "
     "trained on UTKFace and All-Age-Faces, all on the CPU."
 )
 DESCRIPTIONS = {
     "pages/1_Upload_photos.py": "Many photos at once (or a sample): a card per face, a crowd summary, CSV / JSON / zip.",
     "pages/2_Live_camera.py": "Boxes and smoothed labels on your webcam stream, or a snapshot.",
+    "pages/5_Video_file.py": "Every face tracked through a clip: an annotated video and one row per person.",
     "pages/3_Age_check.py": "Is each person at least 18 / 21 / 25? With a safety buffer.",
     "pages/4_Model_report.py": "Accuracy, confusion matrix, errors by group, calibration, training curves.",
 }

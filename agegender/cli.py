@@ -139,6 +139,12 @@ def _check_annotate_dir(raw: str | None) -> Path | None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     files = expand_paths(args.paths, args.recursive)
+    from .video_io import VIDEO_SUFFIXES
+
+    if any(p.suffix.lower() in VIDEO_SUFFIXES for p in files):  # video files: per-track records
+        from .cli_video import cmd_predict_videos
+
+        return cmd_predict_videos(args, files, _build_estimator)
     try:
         annotate_dir = _check_annotate_dir(args.annotate)
         estimator = _build_estimator(args)
@@ -259,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=("auto", "onnx", "torch"), default="auto",
                    help="auto (default): onnxruntime where the model's ONNX graph is bundled, else torch")
     add_tta_arguments(p)
+    from .cli_video import add_video_arguments  # light: PyAV is imported only when a video is read
+
+    add_video_arguments(p)
     p.add_argument("--recursive", action="store_true", help="look for images in sub-folders too")
     p.set_defaults(func=cmd_predict)
 

@@ -21,6 +21,7 @@ PAGES: tuple[tuple[str, str, str], ...] = (  # (script relative to the app folde
     ("streamlit_app.py", "Home", ":material/home:"),
     ("pages/1_Upload_photos.py", "Upload photos", ":material/photo_library:"),
     ("pages/2_Live_camera.py", "Live camera", ":material/videocam:"),
+    ("pages/5_Video_file.py", "Video file", ":material/movie:"),
     ("pages/3_Age_check.py", "Age check", ":material/verified_user:"),
     ("pages/4_Model_report.py", "Model report", ":material/analytics:"),
 )

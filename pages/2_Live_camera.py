@@ -11,7 +11,7 @@ from __future__ import annotations
 import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
-import live
+from app import live, live_view
 from app.analysis import analyse_cached
 from app.cards import render_result
 from app.estimator_cache import load_estimator
@@ -55,14 +55,20 @@ def rtc_configuration() -> dict | None:
     return None if servers is None else {"iceServers": servers}
 
 
+RATES = {0: "As often as the CPU allows", 100: "Up to 10 frames a second", 200: "Up to 5 frames a second",
+         500: "Up to 2 frames a second", 1000: "One frame a second"}
+
 if mode == "Live video":
-    interval_ms = st.select_slider(
-        "Analyse at most every", options=[0, 100, 200, 500, 1000], value=0, key="live_interval",
-        format_func=lambda ms: "frame the CPU can keep up with" if ms == 0 else f"{ms} ms",
-        help="Between analysed frames the last boxes are drawn again, so the video stays fluid on a slow CPU.",
-    )
+    video_col, side_col = st.columns([3, 2], gap="medium")
+    with side_col:
+        interval_ms = st.selectbox(
+            "How often to analyse a frame", list(RATES), format_func=RATES.get, key="live_interval",
+            help="Between analysed frames each box moves on with its face's speed, so the video stays fluid on a "
+                 "slow CPU.")
+        st.caption("Labels read `#track gender age (frames seen)`; ages and P(female) are smoothed over frames "
+                   "(EMA) so they do not flicker. If START spins forever, your network blocks WebRTC: use "
+                   "Snapshot, or configure a TURN server (README).")
     analyzer = analyzer_for(estimator, settings, interval_ms / 1000.0)
-    video_col, stats_col = st.columns([3, 2], gap="medium")
     with video_col:
         ctx = webrtc_streamer(
             key="agegender-live",
@@ -73,32 +79,27 @@ if mode == "Live video":
             async_processing=True,  # the worker keeps only the newest frame when the model falls behind
         )
     playing = bool(ctx.state.playing)
-    if not playing:
-        st.session_state.pop("_live_last_stats", None)
+    if playing:
+        st.session_state["_live_was_playing"] = True
+        st.session_state.pop("_live_stopped", None)
+    elif st.session_state.pop("_live_was_playing", False):
+        # STOP: keep what the stream showed for the "stopped" note, and forget the tracks so that START begins
+        # afresh (no boxes of the previous stream on the first frames of the next).
+        st.session_state["_live_stopped"] = (st.session_state.pop("_live_last_stats", None)
+                                             or live.LiveStats(fps=0.0, inference_fps=0.0, latency_ms=0.0,
+                                                               faces=0, frames=0))
+        analyzer.reset()
 
     @st.fragment(run_every=1.0 if playing else None)
     def stats_panel() -> None:
-        stats = analyzer.latest_stats() or st.session_state.get("_live_last_stats")
-        if stats is not None:
-            st.session_state["_live_last_stats"] = stats
-        m1, m2 = st.columns(2)
-        m3, m4 = st.columns(2)
-        m1.metric("Video FPS", f"{stats.fps:.1f}" if stats else "–")
-        m2.metric("Analysed FPS", f"{stats.inference_fps:.1f}" if stats else "–")
-        m3.metric("Latency per analysed frame", f"{stats.latency_ms:.0f} ms" if stats else "–")
-        m4.metric("Faces", f"{stats.faces}" if stats else "–")
-        if stats and stats.error:
-            st.error(f"The last frame could not be analysed: {stats.error}")
-        if stats and stats.rows:
-            st.dataframe(list(stats.rows), hide_index=True, width="stretch")
-        elif not playing:
-            st.caption("Press START to see the measured frame rate and the faces being tracked.")
+        stats = None
+        if playing:
+            stats = analyzer.latest_stats() or st.session_state.get("_live_last_stats")
+            if stats is not None:
+                st.session_state["_live_last_stats"] = stats
+        live_view.stats_panel(stats, playing, st.session_state.get("_live_stopped"))
 
-    with stats_col:
-        stats_panel()
-    st.caption("Labels read `#track gender age (frames seen)`; ages and P(female) are smoothed over frames (EMA) "
-               "so they do not flicker. If START spins forever, your network blocks WebRTC: use Snapshot, or "
-               "configure a TURN server (README).")
+    stats_panel()
 else:
     shot = st.camera_input("Snapshot", key="live_snapshot")
     if shot is None:

@@ -1,5 +1,5 @@
 """The Streamlit app, page by page, through ``streamlit.testing.v1.AppTest`` (no browser), plus unit tests of
-its helpers (the ``app/`` package) and of the live-camera logic (``live.py``).
+its helpers (the ``app/`` package); the live page is tested in ``test_live_page.py``.
 
 Assertions are on structure (how many cards, that each has an age and a gender, which messages appear), never
 on particular ages, so they hold with the untrained fallback model and with trained weights alike.
@@ -22,12 +22,11 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # app/ and live.py live at the top of the repository, beside streamlit_app.py
+if str(REPO) not in sys.path:  # app/ lives at the top of the repository, beside streamlit_app.py
     sys.path.insert(0, str(REPO))
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-import live  # noqa: E402
 from agegender import PRESETS, Estimator, Face  # noqa: E402
 from agegender.results import CSV_COLUMNS, crowd_summary  # noqa: E402
 from app import analysis, exports, report_data, samples  # noqa: E402
@@ -488,128 +487,6 @@ def test_age_check_policy_unit():
     decision = age_check(face, 18, 7)
     assert not decision.passed and "too uncertain" in decision.reason
     assert decision.p_at_least == pytest.approx(1.0)
-
-
-# ------------------------------------------------------------------------------------------------ live camera
-def test_live_page_renders_the_stream_and_the_snapshot_fallback(astronaut):
-    at = open_page(LIVE)
-    assert at.get("select_slider") and at.radio(key="live_mode").value == "Live video"
-    assert [m.label for m in at.metric][:1] == ["Video FPS"]
-    at.radio(key="live_mode").set_value("Snapshot").run()
-    assert not at.exception, at.exception
-    at.camera_input(key="live_snapshot").set_value(("snapshot.jpg", jpeg(np.asarray(astronaut)), "image/jpeg"))
-    at.run()
-    assert not at.exception, at.exception
-    found = cards(at)
-    assert len(found) == 1 and AGE.search(found[0]) and GENDER.search(found[0])
-
-
-def _face(box, age: int, p_female: float, index: int = 1) -> Face:
-    probs = np.zeros(101)
-    probs[age] = 1.0
-    return Face(box=box, score=0.9, keypoints=np.zeros((6, 2)), age=float(age), age_low=float(age),
-                   age_high=float(age), age_probs=probs, groups={}, gender="female" if p_female >= 0.5 else "male",
-                   p_female=p_female, index=index)
-
-
-def test_tracker_keeps_ids_and_smooths_labels():
-    tracker = live.FaceTracker(iou_threshold=0.3, alpha=0.5, max_missed=1)
-    first = tracker.update([_face((0, 0, 100, 100), 30, 0.9), _face((300, 0, 400, 100), 60, 0.1)])
-    assert [t.track_id for t in first] == [1, 2]
-    moved = tracker.update([_face((305, 5, 405, 105), 70, 0.1), _face((8, 4, 108, 104), 40, 0.9)])
-    assert [t.track_id for t in moved] == [1, 2]  # matched by overlap, whatever the detection order
-    assert moved[0].hits == 2 and moved[0].age == pytest.approx(35.0)  # EMA, alpha 0.5: halfway
-    assert moved[1].age == pytest.approx(65.0) and moved[1].gender == "male"
-    assert moved[0].label() == "#1 F 35 (2f)"
-    new = tracker.update([_face((600, 0, 700, 100), 20, 0.5)])
-    assert [t.track_id for t in new] == [3]
-    tracker.update([])
-    assert [t.track_id for t in tracker.tracks] == [3]  # tracks 1 and 2 missed twice (> max_missed): dropped
-
-
-def test_live_analyzer_throttles_draws_and_reports_stats():
-    class FakeEstimator:
-        calls = 0
-        scale_tta: list = []
-
-        def predict(self, rgb, keep_crops=True, scale_tta=None):
-            FakeEstimator.calls += 1
-            FakeEstimator.scale_tta.append(scale_tta)
-            return [_face((10, 10, 60, 60), 25, 0.2)]
-
-    now = [0.0]
-    analyzer = live.LiveAnalyzer(FakeEstimator(), min_interval_s=0.1, clock=lambda: now[0], background=False)
-    frame = np.zeros((120, 160, 3), np.uint8)
-    for _ in range(5):
-        out = analyzer.process_rgb(frame.copy())
-        now[0] += 0.04  # 25 frames per second
-    assert FakeEstimator.calls == 2  # t = 0 and t = 0.12: at most every 100 ms
-    assert FakeEstimator.scale_tta == [False, False]  # frame rate first: the mirror only, not three framings
-    assert out.any()  # the box of the last analysis is drawn on frames in between
-    stats = analyzer.latest_stats()
-    assert stats is not None and analyzer.latest_stats() is None  # one slot: newest only, then empty
-    assert stats.frames == 5 and stats.faces == 1 and stats.fps == pytest.approx(25.0)
-    assert stats.rows[0]["frames seen"] == 2
-    analyzer.reset()
-    assert analyzer.tracker.tracks == []
-
-
-def test_live_analyzer_background_thread_keeps_frames_flowing():
-    import threading
-
-    release = threading.Event()
-
-    class SlowEstimator:
-        calls = 0
-
-        def predict(self, rgb, keep_crops=True, scale_tta=None):
-            SlowEstimator.calls += 1
-            release.wait(5)  # the first analysis "takes" until the test releases it
-            return [_face((10, 10, 60, 60), 40, 0.8)]
-
-    analyzer = live.LiveAnalyzer(SlowEstimator(), background=True, idle_exit_s=0.5)
-    frame = np.zeros((120, 160, 3), np.uint8)
-    analyzer.process_rgb(frame.copy())
-    deadline = time.monotonic() + 5
-    while SlowEstimator.calls == 0 and time.monotonic() < deadline:  # the thread picks the frame up
-        time.sleep(0.01)
-    for _ in range(19):  # frames keep coming back while the model is busy, without boxes yet
-        out = analyzer.process_rgb(frame.copy())
-        assert not out.any()
-    assert SlowEstimator.calls == 1  # one analysis at a time: frames that arrive meanwhile are not queued
-    release.set()
-    assert analyzer.wait_idle(5)
-    out = analyzer.process_rgb(frame.copy())
-    assert out.any()  # now the track is drawn
-    assert analyzer.wait_idle(5)
-    stats = analyzer.latest_stats()
-    assert stats.frames == 21 and stats.faces == 1 and stats.error is None
-
-
-def test_live_analyzer_reports_a_failing_model():
-    class Broken:
-        def predict(self, rgb, keep_crops=True, scale_tta=None):
-            raise RuntimeError("boom")
-
-    analyzer = live.LiveAnalyzer(Broken(), background=False)
-    analyzer.process_rgb(np.zeros((10, 10, 3), np.uint8))
-    analyzer.process_rgb(np.zeros((10, 10, 3), np.uint8))
-    assert analyzer.latest_stats().error == "RuntimeError: boom"
-
-
-def test_ice_servers_from_secrets():
-    assert live.ice_servers_from_secrets({}) == []
-    assert live.ice_servers_from_secrets({"webrtc": {"provider": "auto"}}) is None
-    servers = live.ice_servers_from_secrets({"webrtc": {"ice_servers": [
-        "stun:stun.example.org:3478",
-        {"urls": ["turn:turn.example.org:3478"], "username": "u", "credential": "p"}]}})
-    assert servers == [{"urls": ["stun:stun.example.org:3478"]},
-                       {"urls": ["turn:turn.example.org:3478"], "username": "u", "credential": "p"}]
-    assert live.ice_servers_from_secrets({"webrtc": {"turn_url": "turn:t:3478", "turn_username": "u",
-                                                     "turn_credential": "p"}}) == \
-        [{"urls": ["turn:t:3478"], "username": "u", "credential": "p"}]
-    with pytest.raises(ValueError):
-        live.ice_servers_from_secrets({"webrtc": {"ice_servers": [{"username": "u"}]}})
 
 
 # ------------------------------------------------------------------------------------------------ model report

@@ -11,6 +11,7 @@ browser); skipped with the reason otherwise.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -40,7 +41,7 @@ if not Path(CHROMIUM).is_file():
 playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (browser tests)")
 
 sys.path.insert(0, str(REPO))
-from live import write_y4m  # noqa: E402
+from app.live import write_y4m  # noqa: E402
 
 
 def free_port() -> int:
@@ -133,14 +134,28 @@ def library_face_count(image) -> int:
         est.close()
 
 
-def full_screenshot(pg, name: str) -> Path:
+def full_screenshot(pg, name: str, width: int = 1400) -> Path:
     """Streamlit scrolls inside its main container, so grow the viewport to the content before the shot."""
+    pg.set_viewport_size({"width": width, "height": 1000})
+    time.sleep(0.5)
     height = pg.evaluate("() => document.querySelector('[data-testid=\"stMain\"]')?.scrollHeight || 1000")
-    pg.set_viewport_size({"width": 1400, "height": int(min(max(height, 1000), 8000))})
+    pg.set_viewport_size({"width": width, "height": int(min(max(height, 1000), 8000))})
     time.sleep(0.5)
     path = ARTIFACTS / name
     pg.screenshot(path=str(path))
     return path
+
+
+def assert_table_fits(pg, table) -> None:
+    """Every column of a dataframe is visible: its grid needs no sideways scrolling and ends inside the page's
+    main column (the live track table's last column used to be cut off)."""
+    time.sleep(1.5)  # the grid lays out its columns after it appears
+    overflow = table.evaluate("""el => { const s = el.querySelector('.dvn-scroller');
+        return s ? s.scrollWidth - s.clientWidth : -1; }""")
+    assert 0 <= overflow <= 1, f"the table scrolls sideways by {overflow} px (a column is cut off)"
+    main = pg.locator('[data-testid="stMainBlockContainer"]').bounding_box()
+    box = table.bounding_box()
+    assert box["x"] + box["width"] <= main["x"] + main["width"] + 1
 
 
 def test_upload_group_photo_shows_a_card_per_face(server, page):
@@ -186,8 +201,21 @@ def test_live_camera_streams_with_measured_fps(server, page):
         time.sleep(0.5)
     assert faces.inner_text().strip() == "1"  # the astronaut on the fake camera is tracked
     assert page.locator(EXCEPTION).count() == 0
+    page.get_by_text(re.compile(r"\bLive$")).wait_for()  # the badge (after its icon)
+    table = page.locator('[data-testid="stDataFrame"]')
+    table.wait_for()
+    assert_table_fits(page, table)
     page.screenshot(path=str(ARTIFACTS / "browser_live.png"))
     page.frame_locator(WEBRTC_IFRAME).get_by_role("button", name="STOP").click()
+    # After STOP: a "stopped" state, no frozen numbers, no track table.
+    page.get_by_text(re.compile(r"\bStopped$")).wait_for(timeout=30_000)
+    page.get_by_text("Stopped. The last stream showed").wait_for()
+    assert fps_value.inner_text().strip() == "–" and faces.inner_text().strip() == "–"
+    assert page.locator('[data-testid="stDataFrame"]').count() == 0
+    time.sleep(2)  # and it stays so (no poll brings the last live numbers back)
+    assert fps_value.inner_text().strip() == "–"
+    assert page.locator(EXCEPTION).count() == 0
+    page.screenshot(path=str(ARTIFACTS / "browser_live_stopped.png"))
 
 
 def test_snapshot_fallback_gives_cards(server, page, astronaut):
@@ -227,8 +255,8 @@ def test_snapshot_fallback_gives_cards(server, page, astronaut):
 
 # ------------------------------------------------------------------------------------------------ layout at two widths
 WIDTHS = (1400, 390)  # a desktop and a phone (iPhone 12-15 CSS width)
-PAGES = {"home": "", "upload": "Upload_photos", "live": "Live_camera", "age_check": "Age_check",
-         "model_report": "Model_report"}
+PAGES = {"home": "", "upload": "Upload_photos", "live": "Live_camera", "video": "Video_file",
+         "age_check": "Age_check", "model_report": "Model_report"}
 ANNOTATED_FITS = """() => {
   const figures = [...document.querySelectorAll('[data-testid="stImage"]')]
     .filter(f => (f.innerText || '').includes(' px · '));
@@ -346,3 +374,34 @@ def test_time_to_first_and_all_cards_for_bald_guys(browser, warm_app):
               "loadavg": [round(v, 2) for v in load]}
     (ARTIFACTS / "upload_timings.json").write_text(json.dumps(record, indent=2))
     print(record)
+
+
+def test_video_page_plays_the_annotated_clip(server, page, astronaut, tmp_path):
+    from test_video import make_clip
+
+    clip = tmp_path / "clip.mp4"  # pytest's tmp_path: removed with the session's temporary folders
+    clip.write_bytes(make_clip(np.asarray(astronaut), frames=60, step=5))  # 5 s, slow enough for every 5th frame
+    page.goto(f"{server}/Video_file")
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(clip))
+    page.get_by_text("640×360, 12.0 frames/s").wait_for()
+    page.get_by_role("button", name="Analyse", exact=True).click()
+    page.get_by_text("Download annotated video (MP4)").wait_for(timeout=180_000)
+    video = page.locator("video")
+    video.wait_for()
+    deadline = time.monotonic() + 30
+    duration = 0.0
+    while time.monotonic() < deadline:  # the browser can decode the H.264 MP4 built in memory
+        duration = float(page.evaluate("() => document.querySelector('video')?.duration || 0") or 0)
+        if duration > 0:
+            break
+        time.sleep(0.5)
+    assert duration == pytest.approx(5.0, abs=0.2)
+    page.locator('[data-testid="stDataFrame"]').wait_for()
+    assert page.locator('[data-testid="stDataFrame"]').count() == 1
+    people = page.locator('[data-testid="stMetric"]').filter(has_text="People tracked").locator(
+        '[data-testid="stMetricValue"]')
+    assert people.inner_text().strip() == "1"
+    assert_table_fits(page, page.locator('[data-testid="stDataFrame"]'))
+    assert page.locator(EXCEPTION).count() == 0
+    full_screenshot(page, "browser_video.png")
+    full_screenshot(page, "browser_video_390.png", width=390)

@@ -1,13 +1,9 @@
-"""Live-camera logic for the Streamlit app: face tracking, label smoothing and the per-frame callback.
+"""Live-camera logic for the Streamlit app: the per-frame callback, its throttle and its statistics.
 
-Kept apart from the pages (and free of Streamlit imports) so it can be unit-tested without a browser: the
-camera page only wires :class:`LiveAnalyzer.callback` into ``streamlit_webrtc.webrtc_streamer`` and polls
-:meth:`LiveAnalyzer.latest_stats`.
-
-Why a tracker: a per-frame model estimate jitters by several years from one frame to the next, so raw labels
-flicker. Matching faces across frames by box overlap (IoU) and smoothing each track's age distribution and
-P(female) with an exponential moving average gives stable labels, and a frame count shows how much evidence a
-label rests on.
+Kept apart from the page (and free of Streamlit imports) so it can be unit-tested without a browser: the camera
+page only wires :class:`LiveAnalyzer.callback` into ``streamlit_webrtc.webrtc_streamer`` and polls
+:meth:`LiveAnalyzer.latest_stats`. Tracking, label smoothing and box motion are the library's
+(:mod:`agegender.tracking`), shared with the video-file pipeline.
 """
 
 from __future__ import annotations
@@ -17,125 +13,12 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import cv2
 import numpy as np
 
-from agegender import Face
-from agegender.detection import box_iou
-from agegender.groups import age_interval, expected_age
-
-FEMALE_RGB = (204, 121, 167)  # the colours of agegender.annotate (Okabe-Ito, colour-blind safe)
-MALE_RGB = (0, 114, 178)
-
-
-# ---------------------------------------------------------------------------------------------- tracking
-@dataclass
-class Track:
-    """One face followed across frames; ``age_probs``/``p_female`` are EMA-smoothed model outputs."""
-
-    track_id: int
-    box: tuple[float, float, float, float]
-    age_probs: np.ndarray
-    p_female: float
-    hits: int = 1  # frames in which the model saw this face
-    missed: int = 0  # consecutive processed frames without a match
-
-    @property
-    def age(self) -> float:
-        return float(expected_age(self.age_probs))
-
-    @property
-    def interval(self) -> tuple[float, float]:
-        return age_interval(self.age_probs, 0.8)
-
-    @property
-    def gender(self) -> str:
-        return "female" if self.p_female >= 0.5 else "male"
-
-    def label(self) -> str:
-        """Short on-video label: id, gender initial, smoothed age and how many frames it rests on."""
-        return f"#{self.track_id} {self.gender[0].upper()} {self.age:.0f} ({self.hits}f)"
-
-
-class FaceTracker:
-    """Greedy IoU matching of new detections to existing tracks, with EMA smoothing of their estimates.
-
-    ``alpha`` is the weight of the newest frame (0.3: a label settles within ~5 processed frames yet follows a
-    new person quickly). A track survives ``max_missed`` processed frames without a match so a blink of the
-    detector does not reset its history.
-    """
-
-    def __init__(self, iou_threshold: float = 0.3, alpha: float = 0.3, max_missed: int = 5):
-        if not 0.0 < alpha <= 1.0:
-            raise ValueError("alpha must lie in (0, 1]")
-        self.iou_threshold = float(iou_threshold)
-        self.alpha = float(alpha)
-        self.max_missed = int(max_missed)
-        self.tracks: list[Track] = []
-        self._next_id = 1
-
-    def reset(self) -> None:
-        self.tracks = []
-        self._next_id = 1
-
-    def update(self, faces: Sequence[Face]) -> list[Track]:
-        """Fold one processed frame's faces into the tracks; returns the tracks seen in this frame."""
-        boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
-        track_boxes = np.array([t.box for t in self.tracks], dtype=np.float64).reshape(-1, 4)
-        iou = box_iou(boxes, track_boxes) if len(faces) and self.tracks else np.zeros((len(faces), len(self.tracks)))
-        matched_faces: set[int] = set()
-        matched_tracks: set[int] = set()
-        # Greedy on descending IoU: optimal enough for a handful of faces, and deterministic.
-        for flat in np.argsort(-iou, axis=None):
-            fi, ti = np.unravel_index(flat, iou.shape)
-            if iou[fi, ti] < self.iou_threshold:
-                break
-            if fi in matched_faces or ti in matched_tracks:
-                continue
-            matched_faces.add(int(fi))
-            matched_tracks.add(int(ti))
-            self._fold(self.tracks[ti], faces[fi])
-        seen = [self.tracks[i] for i in sorted(matched_tracks)]
-        for i, track in enumerate(self.tracks):
-            if i not in matched_tracks:
-                track.missed += 1
-        for fi, face in enumerate(faces):
-            if fi not in matched_faces:
-                track = Track(self._next_id, tuple(float(v) for v in face.box),
-                              np.asarray(face.age_probs, float).copy(), float(face.p_female))
-                self._next_id += 1
-                self.tracks.append(track)
-                seen.append(track)
-        self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
-        return sorted(seen, key=lambda t: t.box[0])
-
-    def _fold(self, track: Track, face: Face) -> None:
-        a = self.alpha
-        track.age_probs = (1.0 - a) * track.age_probs + a * np.asarray(face.age_probs, dtype=np.float64)
-        track.p_female = (1.0 - a) * track.p_female + a * float(face.p_female)
-        track.box = tuple(float(v) for v in face.box)  # boxes follow the newest frame: no lag in position
-        track.hits += 1
-        track.missed = 0
-
-
-def draw_tracks(rgb: np.ndarray, tracks: Sequence[Track], show_labels: bool = True) -> np.ndarray:
-    """Boxes and labels of ``tracks`` drawn on ``rgb`` in place (it is a fresh frame buffer); returns it."""
-    h, w = rgb.shape[:2]
-    thickness = max(1, int(round(max(h, w) / 400)))
-    for t in tracks:
-        x1, y1, x2, y2 = (int(round(v)) for v in t.box)
-        colour = FEMALE_RGB if t.gender == "female" else MALE_RGB
-        cv2.rectangle(rgb, (x1, y1), (x2, y2), colour, thickness, cv2.LINE_AA)
-        text = t.label() if show_labels else f"#{t.track_id}"
-        scale = max(0.4, min(1.0, (x2 - x1) / 160))
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        ty = y1 - 4 if y1 - th - base - 4 >= 0 else min(h - 1, y2 + th + 4)
-        tx = min(max(0, x1), max(0, w - tw - 2))
-        cv2.rectangle(rgb, (tx, ty - th - base), (tx + tw + 2, ty + base // 2), colour, -1)
-        cv2.putText(rgb, text, (tx + 1, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
-    return rgb
+from agegender.tracking import FaceTracker, Track, draw_tracks
 
 
 # ---------------------------------------------------------------------------------------------- the analyzer
@@ -159,9 +42,11 @@ class LiveAnalyzer:
     skips frames that queued up while it was busy. The model itself runs in a thread of its own
     (``background=True``): the callback hands it the newest frame only when it is idle and at least
     ``min_interval_s`` have passed since the last analysis, and meanwhile draws the latest tracks on every
-    frame. So the video keeps its frame rate however slow the CPU, and boxes lag by at most one analysis.
-    ``background=False`` analyses inline (deterministic, for tests). Statistics reach the page through a
-    one-slot queue: the page only wants the newest.
+    frame, each box moved ahead with its track's velocity to the frame's time (so boxes follow a moving face
+    instead of lagging by one analysis). So the video keeps its frame rate however slow the CPU.
+    A frame of another size drops the tracks at once (their boxes belong to the old size), and an analysis of an
+    old-size frame that finishes later is discarded. ``background=False`` analyses inline (deterministic, for
+    tests). Statistics reach the page through a one-slot queue: the page only wants the newest.
     """
 
     def __init__(self, estimator: Any, *, show_labels: bool = True, min_interval_s: float = 0.0,
@@ -187,6 +72,7 @@ class LiveAnalyzer:
         self._frame_times: deque[float] = deque(maxlen=30)
         self._inference_times: deque[float] = deque(maxlen=30)
         self._frames = 0
+        self._frame_shape: tuple[int, int] | None = None
 
     def reset(self) -> None:
         """Forget tracks and statistics (a new stream, or another model/detector)."""
@@ -196,6 +82,7 @@ class LiveAnalyzer:
             self._frame_times.clear()
             self._inference_times.clear()
             self._frames = 0
+            self._frame_shape = None
             self._latency_ms = 0.0
             self._last_inference = -1e9
             self.error = None
@@ -205,6 +92,11 @@ class LiveAnalyzer:
         """Start an analysis of this frame when due, draw the latest tracks on it, return it for display."""
         now = self._clock()
         with self._lock:
+            shape = (int(rgb.shape[0]), int(rgb.shape[1]))
+            if shape != self._frame_shape:  # another resolution: the old boxes mean nothing here
+                self._frame_shape = shape
+                self.tracker.check_frame_size(shape)
+                self._tracks = []
             due = not self._busy and now - self._last_inference >= self.min_interval_s
             if due:
                 self._busy = True
@@ -216,11 +108,12 @@ class LiveAnalyzer:
             self._analyse(rgb, now)
         with self._lock:
             tracks = list(self._tracks)
+            drawn = self.tracker.predict(tracks, now)
             self._frame_times.append(now)
             self._frames += 1
             stats = self._stats(tracks)
         self._publish(stats)
-        return draw_tracks(rgb, tracks, self.show_labels)
+        return draw_tracks(rgb, drawn, self.show_labels)
 
     def callback(self, frame: Any) -> Any:
         """``video_frame_callback`` for streamlit-webrtc: av.VideoFrame in, annotated av.VideoFrame out."""
@@ -258,8 +151,10 @@ class LiveAnalyzer:
         except Exception as exc:  # keep the stream alive and say why there are no boxes
             faces, error = [], f"{type(exc).__name__}: {exc}"
         latency = (self._clock() - t0) * 1000.0
+        shape = (int(rgb.shape[0]), int(rgb.shape[1]))
         with self._lock:
-            self._tracks = self.tracker.update(faces)
+            if shape == self._frame_shape:  # else the stream changed size meanwhile: these boxes are stale
+                self._tracks = self.tracker.update(faces, t=started, frame_size=shape)
             self._latency_ms = latency
             self._last_inference = started
             self._inference_times.append(started)
@@ -293,8 +188,8 @@ class LiveAnalyzer:
 
     def _stats(self, tracks: list[Track]) -> LiveStats:
         rows = tuple({"track": t.track_id, "age": round(t.age, 1),
-                      "age 80 %": f"{t.interval[0]:.0f}-{t.interval[1]:.0f}", "gender": t.gender,
-                      "P(female)": round(t.p_female, 3), "frames seen": t.hits} for t in tracks)
+                      "80 % interval": f"{t.interval[0]:.0f}-{t.interval[1]:.0f}", "gender": t.gender,
+                      "confidence": f"{max(t.p_female, 1 - t.p_female):.0%}", "frames": t.hits} for t in tracks)
         return LiveStats(fps=self._rate(self._frame_times), inference_fps=self._rate(self._inference_times),
                          latency_ms=self._latency_ms, faces=len(tracks), frames=self._frames, rows=rows,
                          error=self.error)
