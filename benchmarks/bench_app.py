@@ -1,6 +1,9 @@
 """Benchmark of the Streamlit app (not a test): what a user waits for, against the library doing the same work.
 
-    python benchmarks/bench_app.py [--repeats 5] [--no-browser] [--camera-seconds 15]
+    python benchmarks/bench_app.py [--load 2] [--repeats 5] [--no-browser] [--camera-seconds 15]
+
+Every measurement runs with the CPU as it is and again with ``--load N`` busy processes of the benchmark's own
+(benchmarks/load.py); each row says which, with the load average.
 
 Measures, on one ~10-face photo (a 2 x 5 mosaic of the astronaut, so no dataset is needed):
 
@@ -9,8 +12,10 @@ Measures, on one ~10-face photo (a 2 x 5 mosaic of the astronaut, so no dataset 
   a rerun with another age-group preset (the cache does help: no model call);
 * browser: ``streamlit run`` + headless Chromium, file chosen → last card visible (needs /usr/bin/chromium and
   playwright);
-* live camera: Chromium's fake camera playing the astronaut (one face), frames per second shown by the page and
-  analysed per second, after a warm-up;
+* first page: ``streamlit run`` started → the home page's title rendered in the browser;
+* group photo: ``bald_guys.jpg`` (24 faces, from AGEGENDER_DATA) uploaded in the browser → first card and all cards;
+* live camera: Chromium's fake camera playing a 30 fps clip of the astronaut (one face), frames per second shown by
+  the page and analysed per second, after a warm-up;
 * memory: peak RSS of the Streamlit server process over the browser session vs. a process that only loads the
   library and predicts once.
 
@@ -41,6 +46,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from app.live import write_y4m  # noqa: E402
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from load import busy_load  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--use-fake-device-for-media-stream",
@@ -135,13 +143,12 @@ def library_and_apptest(img: np.ndarray, repeats: int) -> dict[str, float]:
     est.predict(png(variant(img, 99)))  # warm-up both
     at.file_uploader[0].set_value(("warmup.png", png(variant(img, 99)), "image/png"))
     at.run()
-    lib, lib_main, upload, rerun = [], [], [], []
+    lib, upload, rerun = [], [], []
     out: dict[str, float] = {}
     for i in range(repeats):
         encoded = png(variant(img, i))
         seconds, out["faces"] = in_thread(timed_predict, est, encoded)
         lib.append(seconds)
-        lib_main.append(timed_predict(est, encoded)[0])
         at.file_uploader[0].set_value((f"mosaic{i}.png", encoded, "image/png"))
         t0 = time.perf_counter()
         at.run()
@@ -152,7 +159,7 @@ def library_and_apptest(img: np.ndarray, repeats: int) -> dict[str, float]:
         at.selectbox(key="_w_preset").set_value("life4" if i % 2 == 0 else "fairface9").run()
         rerun.append(time.perf_counter() - t0)
     est.close()
-    out.update(library_s=median_s(lib), library_main_s=median_s(lib_main), upload_s=median_s(upload),
+    out.update(library_s=median_s(lib), upload_s=median_s(upload),
                rerun_s=median_s(rerun))
     return out
 
@@ -164,8 +171,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server() -> tuple[subprocess.Popen, str]:
+def start_server() -> tuple[subprocess.Popen, str, float]:
     port = free_port()
+    started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port), "--server.address",
          "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none"],
@@ -175,7 +183,7 @@ def start_server() -> tuple[subprocess.Popen, str]:
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
-                return proc, url
+                return proc, url, started
         except OSError:
             time.sleep(0.5)
     proc.kill()
@@ -186,10 +194,10 @@ def browser_runs(img: np.ndarray, repeats: int, camera_seconds: float, tmp: Path
     from playwright.sync_api import sync_playwright
     from skimage import data
 
-    write_y4m(cv2.resize(data.astronaut(), (640, 480)), tmp / "astro.y4m")
+    write_y4m(cv2.resize(data.astronaut(), (640, 480)), tmp / "astro.y4m", frames=30, fps=30)
     files = [{"name": f"mosaic{i}.png", "mimeType": "image/png", "buffer": png(variant(img, 50 + i))}
              for i in range(repeats + 1)]  # handed to the browser from memory
-    proc, url = start_server()
+    proc, url, started = start_server()
     out: dict[str, float] = {}
     try:
         with sync_playwright() as p:
@@ -198,6 +206,28 @@ def browser_runs(img: np.ndarray, repeats: int, camera_seconds: float, tmp: Path
             ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, permissions=["camera"])
             page = ctx.new_page()
             page.set_default_timeout(120_000)
+            page.goto(url)
+            page.get_by_role("heading", name="agegender").first.wait_for()
+            out["first_page_s"] = time.perf_counter() - started
+            group = Path(os.environ.get("AGEGENDER_DATA", REPO.parent / "shared" / "data")) / "group_photos" / \
+                "dlib_examples_faces" / "bald_guys.jpg"
+            if group.is_file():
+                firsts, alls = [], []
+                for i in range(max(2, repeats // 2) + 1):
+                    payload = {"name": f"bald_guys{i}.png", "mimeType": "image/png",
+                               "buffer": png(variant(cv2.cvtColor(cv2.imread(str(group)), cv2.COLOR_BGR2RGB), i))}
+                    page.goto(f"{url}/Upload_photos")
+                    page.locator('[data-testid="stFileUploaderDropzoneInput"]').wait_for(state="attached")
+                    t0 = time.perf_counter()
+                    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(payload)
+                    page.locator(CARD).first.wait_for()
+                    first = time.perf_counter() - t0
+                    page.get_by_text("Done:").wait_for()
+                    if i > 0:
+                        firsts.append(first)
+                        alls.append(time.perf_counter() - t0)
+                out["group_first_card_s"], out["group_all_cards_s"] = median_s(firsts), median_s(alls)
+                out["group_cards"] = page.locator(CARD).count()
             times = []
             for i, payload in enumerate(files):
                 page.goto(f"{url}/Upload_photos")
@@ -242,25 +272,17 @@ def browser_runs(img: np.ndarray, repeats: int, camera_seconds: float, tmp: Path
     return out
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--no-browser", action="store_true")
-    parser.add_argument("--camera-seconds", type=float, default=15.0)
-    args = parser.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", str(min(4, os.cpu_count() or 1)))
-    warnings.simplefilter("ignore")
-
-    img = mosaic()
+def measure(img: np.ndarray, args, load: int) -> list[tuple]:
+    """Every row of the table for one load level."""
     m = library_and_apptest(img, args.repeats)
     base_s, n_faces, n_cards, up_s, rerun_s = m["library_s"], m["faces"], m["cards"], m["upload_s"], m["rerun_s"]
+    la = f"{os.getloadavg()[0]:.1f}"
     rows = [
-        ("library Estimator.predict (PNG bytes → faces)", f"{base_s * 1000:.0f} ms", "1.00",
+        (load, la, "library Estimator.predict (PNG bytes → faces)", f"{base_s * 1000:.0f} ms", "1.00",
          f"{n_faces} faces, in a worker thread like the app"),
-        ("  same, called from the main thread", f"{m['library_main_s'] * 1000:.0f} ms",
-         f"{m['library_main_s'] / base_s:.2f}", "PyTorch's OpenMP pool; see docstring of in_thread"),
-        ("AppTest upload → cards", f"{up_s * 1000:.0f} ms", f"{up_s / base_s:.2f}", f"{n_cards} cards"),
-        ("AppTest preset change (cached, no model)", f"{rerun_s * 1000:.0f} ms", f"{rerun_s / base_s:.2f}", ""),
+        (load, la, "AppTest upload → cards", f"{up_s * 1000:.0f} ms", f"{up_s / base_s:.2f}", f"{n_cards} cards"),
+        (load, la, "AppTest preset change (cached, no model)", f"{rerun_s * 1000:.0f} ms", f"{rerun_s / base_s:.2f}",
+         ""),
     ]
     with tempfile.TemporaryDirectory() as tmp:
         img_path = Path(tmp) / "mosaic.png"
@@ -276,27 +298,49 @@ def main() -> int:
                 note = ""
             except ImportError:
                 b, note = {}, "skipped (playwright not installed)"
+        la = f"{os.getloadavg()[0]:.1f}"
         if not note:
             rows += [
-                ("browser upload → last card visible", f"{b['browser_upload_s'] * 1000:.0f} ms",
+                (load, la, "streamlit run → first page rendered", f"{b['first_page_s']:.2f} s", "", "browser"),
+                (load, la, "browser upload → last card visible", f"{b['browser_upload_s'] * 1000:.0f} ms",
                  f"{b['browser_upload_s'] / base_s:.2f}", f"{b['browser_cards']} cards"),
-                ("live camera, video FPS (1 face, 640×480)", f"{b['camera_fps']:.1f}", "",
-                 "fake camera, 15 fps source"),
-                ("live camera, analysed FPS", f"{b['camera_analysed_fps']:.1f}", "", ""),
-                ("live camera, latency per analysed frame", f"{b['camera_latency_ms']:.0f} ms", "", ""),
-                ("peak RSS, Streamlit server (1 session)", f"{b['server_peak_rss_mb']:.0f} MB",
+            ]
+            if "group_first_card_s" in b:
+                rows += [(load, la, "bald_guys.jpg upload → first card", f"{b['group_first_card_s']:.2f} s", "",
+                          f"{b['group_cards']} cards"),
+                         (load, la, "bald_guys.jpg upload → all cards", f"{b['group_all_cards_s']:.2f} s", "", "")]
+            rows += [
+                (load, la, "live camera, video FPS (1 face, 640×480)", f"{b['camera_fps']:.1f}", "",
+                 "fake camera, 30 fps source"),
+                (load, la, "live camera, analysed FPS", f"{b['camera_analysed_fps']:.1f}", "", ""),
+                (load, la, "live camera, latency per analysed frame", f"{b['camera_latency_ms']:.0f} ms", "", ""),
+                (load, la, "peak RSS, Streamlit server (1 session)", f"{b['server_peak_rss_mb']:.0f} MB",
                  f"{b['server_peak_rss_mb'] / lib_rss:.2f}", f"library process: {lib_rss:.0f} MB"),
             ]
         else:
-            rows.append(("browser and camera", note, "", ""))
-            rows.append(("peak RSS, AppTest process", f"{peak_rss_mb():.0f} MB", f"{peak_rss_mb() / lib_rss:.2f}",
-                         f"library process: {lib_rss:.0f} MB"))
+            rows.append((load, la, "browser and camera", note, "", ""))
+    return rows
 
-    header = ("measure", "value", "× library", "note")
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(4)]
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-browser", action="store_true")
+    parser.add_argument("--camera-seconds", type=float, default=15.0)
+    parser.add_argument("--load", type=int, default=2, help="busy processes for the loaded pass (0: idle only)")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+
+    img = mosaic()
+    rows = []
+    for load in sorted({0, args.load}):
+        with busy_load(load):
+            rows += measure(img, args, load)
+    header = ("load", "loadavg", "measure", "value", "× library", "note")
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
     print(f"\nimage: 2 x 5 astronaut mosaic, 1600x640 px; repeats: {args.repeats} (medians); "
-          f"CPU cores: {os.cpu_count()}; load average: {os.getloadavg()[0]:.1f}")
+          f"CPU cores: {os.cpu_count()}; load N = {args.load} busy processes")
     print(line(header))
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:

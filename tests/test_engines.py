@@ -194,3 +194,16 @@ def test_untrained_without_torch_says_what_to_install():
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO_DIR)
     assert "agegender[torch]" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_precision_choice():
+    _bundled("efficientnet_lite0")
+    with pytest.raises(ValueError, match="precision"):
+        Estimator(precision="fp8")
+    name = model_entry("efficientnet_lite0")[0]
+    if onnx_entry(name, precision="int8") is None:  # Lite0's int8 graph is slower on AVX2 and is not bundled
+        with pytest.raises(WeightsError, match="int8"):
+            Estimator(precision="int8")
+    est = Estimator(precision="float32", detector="short")
+    assert est.info()["engine"]["precision"] == "float32"
+    est.close()
