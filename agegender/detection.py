@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import cv2
 import numpy as np
 
+from .errors import InvalidImageError
 from .paths import WEIGHTS_DIR
 
 # MediaPipe/LiteRT print INFO and WARNING lines (e.g. "Sparsity tensors may not yet be fully supported") on every
@@ -47,6 +49,26 @@ KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ea
 _BOX_CENTRE_FROM_KEYPOINTS = {"short": (0.0, 0.03), "full": (0.0, 0.0)}
 """Box centre minus the mean of the eyes, nose and mouth keypoints, in box widths/heights (mean over ~200
 unclipped detections per model on the group photos and padded UTKFace chips); used for edge-clamped boxes."""
+
+
+PASS_MAX_SIDE = 2048
+"""Longest side of any frame handed to MediaPipe; larger passes run on a downscaled copy (see FaceDetector._run)."""
+
+MIN_TILE_ZOOM = 1.5
+"""A tile level runs only where the image's longest side is at least this many tiles (see _detect_tiles)."""
+
+MIN_TILE_SIDE = 24
+"""Tiles thinner than this (edge slivers of very wide images) are skipped: no detectable face fits."""
+
+PLAUSIBLE_SCORE = 0.6
+"""Detections below this score must also have face-shaped keypoints (:func:`face_shaped`) to be kept."""
+
+BORDER_PAD = 0.25
+BORDER_CROP = 0.5
+BORDER_MIN_SCORE = 0.5
+BORDER_MIN_CUT = 0.2
+"""The border pass (FaceDetector._border_faces) frames the image and its corner crops (BORDER_CROP of each side)
+with BORDER_PAD × their longest side of grey and keeps faces running past the border by BORDER_MIN_CUT of their size with at least BORDER_MIN_SCORE."""
 
 
 @dataclass(frozen=True)
@@ -215,6 +237,41 @@ def _close_task(task) -> None:
         task._handle = None
 
 
+def face_shaped(det: Detection) -> bool:
+    """Whether the six BlazeFace keypoints are arranged like a face: nose and mouth below the line of the eyes
+    (in the eyes' own frame, so tilted heads pass), the mouth below the nose, and, where the eyes are as far apart
+    as in a frontal face (>= 0.4 box widths), the nose between them.
+
+    Why: BlazeFace's low-score false positives (a hand with a ring, score 0.53, on
+    ``facenet_pytorch/multiface.jpg``) put a "nose" beside an "eye" of a frontal-looking pair; on the annotated
+    group photos no real face below :data:`PLAUSIBLE_SCORE` had its nose more than 0.26 eye distances off the
+    middle of frontal eyes (the hand: 0.38).
+    """
+    k = np.asarray(det.keypoints, dtype=np.float64)
+    if k.shape != (6, 2) or not np.all(np.isfinite(k)) or not k.any():
+        return False
+    eyes = k[1] - k[0]
+    dist = float(np.hypot(*eyes))
+    if dist < 1e-6 or det.width <= 0:
+        return False
+    u = eyes / dist
+    v = np.array([-u[1], u[0]])  # points down the face
+    if abs(np.degrees(np.arctan2(u[1], u[0]))) > 60:
+        return False
+    mid = (k[0] + k[1]) / 2
+    nose_down, mouth_down = (k[2] - mid) @ v / dist, (k[3] - mid) @ v / dist
+    nose_side = (k[2] - mid) @ u / dist
+    if not (0.2 <= nose_down <= 1.8 and mouth_down - nose_down >= 0.15 and mouth_down <= 2.8):
+        return False
+    return not (dist / det.width >= 0.4 and abs(nose_side) > 0.32)
+
+
+def _flat(crop: np.ndarray) -> bool:
+    """True for a tile with (almost) no texture: checked on a 32 px thumbnail, so it costs ~0.1 ms."""
+    thumb = cv2.resize(crop, (32, 32), interpolation=cv2.INTER_AREA)
+    return float(thumb.std()) < 3.0
+
+
 def _tile_origins(length: int, tile: int, overlap: float) -> list[int]:
     if length <= tile:
         return [0]
@@ -272,19 +329,27 @@ class FaceDetector:
         self._full = _TaskDetector(verified_path(MODEL_FILES["full"], wdir), min_score, "full") if mode in ("auto", "full") else None
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
-        """Detect faces in an RGB uint8 image (use :func:`agegender.imageio.load_image` for anything else)."""
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise ValueError("detect() expects an RGB uint8 array of shape (H, W, 3)")
+        """Detect faces in an RGB uint8 image (use :func:`agegender.imageio.load_image` for anything else).
+
+        Safe for any array size: MediaPipe never sees a frame with a side above :data:`PASS_MAX_SIDE` (it aborts
+        the process at 32,767 px, see :mod:`agegender.limits`); larger passes run on a downscaled copy.
+        """
+        if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            got = f"{rgb.dtype} array of shape {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
+            raise InvalidImageError(f"detect() expects an RGB uint8 array of shape (H, W, 3), not a {got}")
+        if rgb.shape[0] < 1 or rgb.shape[1] < 1:
+            return []
         candidates: list[Detection] = []
         full: list[Detection] = []
         if self._full is not None:
-            full = self._full.detect(rgb) + self._detect_tiles(rgb)
+            full = self._run(self._full, rgb) + self._detect_tiles(rgb)
             candidates += full
         if self._short is not None:
-            short = self._short.detect(rgb)
+            short = self._run(self._short, rgb)
             if self._full is not None:
-                short = self._confirmed_short(short, full)
+                short = self._confirmed_short(short, full) + self._border_faces(rgb)
             candidates += short
+        candidates = [d for d in candidates if d.score >= PLAUSIBLE_SCORE or face_shaped(d)]
         faces = merge_detections(candidates)
         faces = [d for d in faces if d.score >= self.min_score and min(d.width, d.height) >= self.min_face_size]
         faces.sort(key=lambda d: -d.score)
@@ -292,6 +357,52 @@ class FaceDetector:
             faces = faces[: self.max_faces]
         faces.sort(key=lambda d: (d.box[0], d.box[1]))
         return faces
+
+    @staticmethod
+    def _run(task: _TaskDetector, rgb: np.ndarray, x0: int = 0, y0: int = 0, pad: int = 0) -> list[Detection]:
+        """One MediaPipe pass over ``rgb`` (whose top-left is at ``x0, y0`` of the image), optionally framed by
+        ``pad`` px of grey, on a copy downscaled to :data:`PASS_MAX_SIDE` where larger (MediaPipe shrinks every
+        frame to 128/192 px anyway, so this costs no recall and keeps its OpenCV far from SHRT_MAX)."""
+        h, w = rgb.shape[:2]
+        scale = min(1.0, PASS_MAX_SIDE / (max(h, w) + 2 * pad))
+        frame = rgb
+        if scale < 1.0:
+            frame = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        p = int(round(pad * scale))
+        if p:
+            frame = cv2.copyMakeBorder(frame, p, p, p, p, cv2.BORDER_CONSTANT, value=(128, 128, 128))
+        if scale == 1.0 and not p:
+            return task.detect(frame, offset=(x0, y0))
+        sx, sy = w / (frame.shape[1] - 2 * p), h / (frame.shape[0] - 2 * p)
+        out = []
+        for det in task.detect(np.ascontiguousarray(frame)):
+            bx1, by1, bx2, by2 = det.box
+            box = ((bx1 - p) * sx + x0, (by1 - p) * sy + y0, (bx2 - p) * sx + x0, (by2 - p) * sy + y0)
+            kps = (det.keypoints - np.float32([p, p])) * np.float32([sx, sy]) + np.float32([x0, y0])
+            out.append(Detection(box=box, score=det.score, keypoints=kps.astype(np.float32), source=det.source))
+        return out
+
+    def _border_faces(self, rgb: np.ndarray) -> list[Detection]:
+        """Big, near faces cut by the image border (the selfie-taker at the frame's edge).
+
+        BlazeFace rarely fires on a face that runs off the frame. Framed by a grey border it does, at modest
+        scores, and more reliably when it also sees each corner of the frame at about twice the scale. So the
+        short-range model runs on the padded frame and on its four padded corner crops (:data:`BORDER_CROP` of
+        each side; five calls of ~1.5 ms). A detection is kept only where it is what this pass is for: its box runs
+        past the image border by :data:`BORDER_MIN_CUT` of its size, it clears :data:`BORDER_MIN_SCORE` and its
+        keypoints are face-shaped (:func:`face_shaped`)."""
+        h, w = rgb.shape[:2]
+        ch, cw = max(1, int(round(h * BORDER_CROP))), max(1, int(round(w * BORDER_CROP)))
+        views = [(rgb, 0, 0)] + [(rgb[y0:y0 + ch, x0:x0 + cw], x0, y0) for y0 in (0, h - ch) for x0 in (0, w - cw)]
+        kept = []
+        for view, x0, y0 in views:
+            pad = int(round(BORDER_PAD * max(view.shape[:2])))
+            for det in self._run(self._short, np.ascontiguousarray(view), x0, y0, pad=pad):
+                x1, y1, x2, y2 = det.box
+                cut = max(-x1, -y1, x2 - w, y2 - h) / max(det.width, det.height, 1e-6)
+                if cut >= BORDER_MIN_CUT and det.score >= BORDER_MIN_SCORE and face_shaped(det):
+                    kept.append(det)
+        return kept
 
     def _confirmed_short(self, short: list[Detection], full: list[Detection]) -> list[Detection]:
         """In ``auto`` mode the short-range model is there for big, near faces, which it scores highly; its
@@ -311,12 +422,15 @@ class FaceDetector:
         """Full-range detections on a pyramid of overlapping tiles (``tile_size``, 2×, 4× … up to the image).
 
         A face bigger than a level's overlap may be cut in every tile of that level; the next level (tiles twice
-        as big, overlap twice as big) sees it whole, at a size BlazeFace handles well.
+        as big, overlap twice as big) sees it whole, at a size BlazeFace handles well. A level runs only where it
+        zooms in at least :data:`MIN_TILE_ZOOM` times over the whole-frame pass: a 640 px webcam frame cut into
+        512 px tiles is seen at nearly the same scale as whole, so those tiles cost two model calls and found no
+        face the whole-frame pass missed (``benchmarks/bench_detector.py``).
         """
         h, w = rgb.shape[:2]
         out: list[Detection] = []
         tile = self.tile_size
-        while max(h, w) > tile * 1.25 or (tile == self.tile_size and max(h, w) > tile):
+        while max(h, w) >= tile * MIN_TILE_ZOOM:
             out += self._detect_level(rgb, tile)
             tile *= 2
         return out
@@ -328,7 +442,10 @@ class FaceDetector:
         for y0 in _tile_origins(h, tile, self.tile_overlap):
             for x0 in _tile_origins(w, tile, self.tile_overlap):
                 x1, y1 = min(w, x0 + tile), min(h, y0 + tile)
-                for det in self._full.detect(rgb[y0:y1, x0:x1], offset=(x0, y0)):
+                crop = rgb[y0:y1, x0:x1]
+                if min(crop.shape[:2]) < MIN_TILE_SIDE or _flat(crop):
+                    continue  # no face fits in a sliver, and none hides in a flat area (margins, black bars)
+                for det in self._run(self._full, crop, x0, y0):
                     bx1, by1, bx2, by2 = det.box
                     # A face cut by an inner tile edge is seen whole by the neighbouring tile (overlap), by the
                     # next pyramid level or by the global pass; a partial box would make an off-centre crop.
