@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from .errors import InvalidImageError
+from .limits import NATIVE_SIDE_LIMIT
 from .paths import WEIGHTS_DIR
 
 # MediaPipe/LiteRT print INFO and WARNING lines (e.g. "Sparsity tensors may not yet be fully supported") on every
@@ -165,6 +166,8 @@ class _TaskDetector:
         import mediapipe as mp
 
         h, w = rgb.shape[:2]
+        if max(h, w) >= NATIVE_SIDE_LIMIT:  # last line of defence: FaceDetector._run never lets this happen
+            raise InvalidImageError(f"a {w}x{h} frame would abort MediaPipe (sides must stay below {NATIVE_SIDE_LIMIT})")
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
         with self._lock:
             result = self._task.detect(image)

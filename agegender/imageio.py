@@ -88,16 +88,15 @@ def _one_line(exc: BaseException) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def _refused_format(fp) -> str | None:
-    """Name of a known but refused format from the first bytes of ``fp`` (position restored), else None."""
+def _refused_format(fp, start: int) -> str | None:
+    """Name of a known but refused format from the bytes of ``fp`` at ``start``, else None."""
     try:
         if isinstance(fp, Path):
             with open(fp, "rb") as fh:
                 head = fh.read(16)
         else:
-            pos = fp.tell()
+            fp.seek(start)
             head = fp.read(16)
-            fp.seek(pos)
     except Exception:  # an unseekable stream: the generic message will do
         return None
     if not isinstance(head, bytes):
@@ -110,14 +109,19 @@ def _refused_format(fp) -> str | None:
 
 def _open_and_convert(fp, label: str, max_pixels: int) -> np.ndarray:
     try:
+        start = 0 if isinstance(fp, Path) else fp.tell()
+    except Exception:  # an unseekable stream
+        start = 0
+    try:
         with warnings.catch_warnings():
             # PIL's own bomb guard warns (or raises) at ~89 MP; ours is stricter and gives a clearer message.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.filterwarnings("ignore", "Corrupt EXIF", UserWarning)  # the EXIF block is optional
             image = Image.open(fp, formats=ACCEPTED_FORMATS)
     except Image.DecompressionBombError:
         raise ImageTooLargeError(f"{label}: image is too large to decode safely (over Pillow's bomb limit)") from None
     except UnidentifiedImageError:
-        other = _refused_format(fp)
+        other = _refused_format(fp, start)
         if other:
             raise InvalidImageError(f"{label}: {other} images are not accepted; use {_ACCEPTED_NAMES}") from None
         raise InvalidImageError(f"{label}: not an image file in an accepted format ({_ACCEPTED_NAMES})") from None
@@ -141,6 +145,7 @@ def _convert_pil(image: Image.Image, label: str, max_pixels: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.filterwarnings("ignore", "Corrupt EXIF", UserWarning)  # the EXIF block is optional
             image.load()
             return _pil_to_rgb(image)
     except (ImageTooLargeError, InvalidImageError):

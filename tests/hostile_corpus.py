@@ -87,6 +87,15 @@ def _truncated(fmt: str, keep: float = 0.5, **kw) -> Callable[[], bytes]:
     return lambda: (lambda b: b[: int(len(b) * keep)])(_enc(_astronaut(), fmt, **kw))
 
 
+def mutate(data: bytes, seed: int, n: int = 8) -> bytes:
+    """``n`` random bytes written at a random place past the first quarter of ``data`` (seeded)."""
+    rng = np.random.default_rng(seed)
+    out = bytearray(data)
+    at = int(rng.integers(len(data) // 4, len(data)))
+    out[at:at + n] = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+    return bytes(out[: len(data)])
+
+
 def _exif(orientation: int) -> bytes:
     img = Image.fromarray(_astronaut())
     exif = Image.Exif()
@@ -157,6 +166,8 @@ def cases() -> list[Case]:
     add("corrupt", "random.jpg", lambda: np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes(), "error")
     add("corrupt", "png-signature-only.png", lambda: b"\x89PNG\r\n\x1a\n" + bytes(64), "error")
     add("corrupt", "corrupt-idat.png", _corrupt_idat, "error")
+    add("corrupt", "corrupt-avif-named.png", lambda: mutate(_enc(a(), "AVIF"), 0), "error")  # RuntimeError once
+    add("corrupt", "truncated-qoi-named.png", _truncated("QOI", keep=0.9), "error")  # IndexError once
     for fmt, ext, kw in [("JPEG", "jpg", {}), ("PNG", "png", {}), ("WEBP", "webp", {}), ("GIF", "gif", {}),
                          ("BMP", "bmp", {}), ("TIFF", "tif", {}), ("TIFF", "tiff", {"compression": "tiff_lzw"}),
                          ("AVIF", "avif.png", {}), ("QOI", "qoi.png", {}), ("JPEG2000", "jp2.png", {})]:
@@ -225,12 +236,17 @@ def _native_child(name: str) -> None:
     """Run one native case fully (decode and detection) in this process: the parent watches the exit status."""
     from agegender.detection import FaceDetector
 
+    from agegender.imageio import load_image
+
     case = next(k for k in cases() if k.name == name)
     source = case.make()
-    print("load_image:", outcome(source), flush=True)
-    if isinstance(source, np.ndarray):
-        det = FaceDetector("auto")
+    got = outcome(source)
+    print("load_image:", got, flush=True)
+    det = FaceDetector("auto")
+    if isinstance(source, np.ndarray):  # direct callers of the detector skip load_image's checks
         print("detect:", type(det.detect(source)).__name__, flush=True)
+    elif got == "ok":  # what the app and the CLI do next with a decoded file
+        print("detect:", type(det.detect(load_image(source))).__name__, flush=True)
 
 
 if __name__ == "__main__":
