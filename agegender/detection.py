@@ -55,9 +55,6 @@ unclipped detections per model on the group photos and padded UTKFace chips); us
 PASS_MAX_SIDE = 2048
 """Longest side of any frame handed to MediaPipe; larger passes run on a downscaled copy (see FaceDetector._run)."""
 
-MIN_TILE_ZOOM = 1.5
-"""A tile level runs only where the image's longest side is at least this many tiles (see _detect_tiles)."""
-
 MIN_TILE_SIDE = 24
 """Tiles thinner than this (edge slivers of very wide images) are skipped: no detectable face fits."""
 
@@ -241,14 +238,14 @@ def _close_task(task) -> None:
 
 
 def face_shaped(det: Detection) -> bool:
-    """Whether the six BlazeFace keypoints are arranged like a face: nose and mouth below the line of the eyes
-    (in the eyes' own frame, so tilted heads pass), the mouth below the nose, and, where the eyes are as far apart
-    as in a frontal face (>= 0.4 box widths), the nose between them.
+    """Whether the BlazeFace keypoints are arranged like a face: nose and mouth below the line of the eyes (in
+    the eyes' own frame, so tilted heads pass), the mouth below the nose, and not a nose that sits both beside one
+    eye of a frontal pair and nearly level with the eyes.
 
-    Why: BlazeFace's low-score false positives (a hand with a ring, score 0.53, on
-    ``facenet_pytorch/multiface.jpg``) put a "nose" beside an "eye" of a frontal-looking pair; on the annotated
-    group photos no real face below :data:`PLAUSIBLE_SCORE` had its nose more than 0.26 eye distances off the
-    middle of frontal eyes (the hand: 0.38).
+    Why: BlazeFace's low-score false positives fit its keypoints to whatever it saw. The hand with a ring on
+    ``facenet_pytorch/multiface.jpg`` (score 0.53) has frontal eyes (0.45 box widths apart), its "nose" 0.38 eye
+    distances off their middle and only 0.30 below them; real faces on the annotated photos have one anomaly or
+    the other (a turned head: nose off-centre; a raised chin: nose high), never both.
     """
     k = np.asarray(det.keypoints, dtype=np.float64)
     if k.shape != (6, 2) or not np.all(np.isfinite(k)) or not k.any():
@@ -266,7 +263,8 @@ def face_shaped(det: Detection) -> bool:
     nose_side = (k[2] - mid) @ u / dist
     if not (0.2 <= nose_down <= 1.8 and mouth_down - nose_down >= 0.15 and mouth_down <= 2.8):
         return False
-    return not (dist / det.width >= 0.4 and abs(nose_side) > 0.32)
+    frontal_eyes = dist / det.width >= 0.4
+    return not (frontal_eyes and abs(nose_side) > 0.32 and nose_down < 0.4)
 
 
 def _flat(crop: np.ndarray) -> bool:
@@ -425,15 +423,15 @@ class FaceDetector:
         """Full-range detections on a pyramid of overlapping tiles (``tile_size``, 2×, 4× … up to the image).
 
         A face bigger than a level's overlap may be cut in every tile of that level; the next level (tiles twice
-        as big, overlap twice as big) sees it whole, at a size BlazeFace handles well. A level runs only where it
-        zooms in at least :data:`MIN_TILE_ZOOM` times over the whole-frame pass: a 640 px webcam frame cut into
-        512 px tiles is seen at nearly the same scale as whole, so those tiles cost two model calls and found no
-        face the whole-frame pass missed (``benchmarks/bench_detector.py``).
+        as big, overlap twice as big) sees it whole, at a size BlazeFace handles well. Every level stays: on the
+        annotated group photos and their 640x480, 720p and 1080p versions each level found faces no other pass
+        found (``benchmarks/bench_detector.py``; README, *Detector cost*), e.g. one of the faces of
+        ``insightface/t1.jpg`` at 640x480 is found only by its two 512 px tiles.
         """
         h, w = rgb.shape[:2]
         out: list[Detection] = []
         tile = self.tile_size
-        while max(h, w) >= tile * MIN_TILE_ZOOM:
+        while max(h, w) > tile * 1.25 or (tile == self.tile_size and max(h, w) > tile):
             out += self._detect_level(rgb, tile)
             tile *= 2
         return out

@@ -87,15 +87,12 @@ def test_no_frame_mediapipe_sees_reaches_the_native_limit(shape, monkeypatch):
     assert seen and max(max(s[:2]) for s in seen) <= detection.PASS_MAX_SIDE < detection.NATIVE_SIDE_LIMIT
 
 
-def test_webcam_frames_run_no_tiles_and_flat_tiles_are_skipped():
+def test_flat_tiles_are_skipped():
     det = FaceDetector.__new__(FaceDetector)
     det.mode, det.min_score, det.min_face_size, det.max_faces = "full", 0.5, 0, None
     det.tile_size, det.tile_overlap = 512, 0.25
     det._full, det._short = _RecordingTask("full"), None
     rng = np.random.default_rng(0)
-    det.detect(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))
-    assert det._full.shapes == [(480, 640, 3)], "a 640 px frame is seen whole; 512 px tiles would not zoom in"
-    det._full.shapes.clear()
     textured = rng.integers(0, 255, (800, 800, 3), dtype=np.uint8)
     det.detect(textured)
     n_textured = len(det._full.shapes)
@@ -240,8 +237,12 @@ def test_face_shaped_accepts_real_faces_and_rejects_a_nose_beside_an_eye(astrona
     kps = ref.keypoints.copy()
     eye_dist = kps[1, 0] - kps[0, 0]
     moved = kps.copy()
-    moved[2, 0] = kps[0, 0]  # the nose straight below the right eye of a frontal pair (the hand with a ring)
+    moved[2, 0] = kps[0, 0]  # the nose beside the right eye of a frontal pair, nearly level with the eyes
+    moved[2, 1] = kps[0, 1] + 0.25 * eye_dist  # (the hand with a ring)
     assert not face_shaped(Detection(ref.box, ref.score, moved, ref.source))
+    turned = kps.copy()
+    turned[2, 0] = kps[0, 0]  # the nose below one eye at its usual height: a turned head, still a face
+    assert face_shaped(Detection(ref.box, ref.score, turned, ref.source))
     upside_down = kps.copy()
     upside_down[[2, 3], 1] = kps[0, 1] - (kps[[2, 3], 1] - kps[0, 1])  # nose and mouth above the eyes
     assert not face_shaped(Detection(ref.box, ref.score, upside_down, ref.source))
