@@ -11,20 +11,28 @@ MediaPipe, OpenCV and onnxruntime load only when an ``Estimator`` (or ``load_ima
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# onnxruntime ≥ 1.30 starts a telemetry session at import that writes `.ses` and `mat-debug-<pid>.log` into
+# $TMPDIR; this package writes nothing to disk on its own, so it switches that off before onnxruntime loads.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+# ``annotate`` is imported eagerly: it shares its name with its submodule, and once ``agegender.annotate`` (the
+# module) is imported anywhere, the package attribute would be the module and __getattr__ would never run.
+from .annotate import annotate  # noqa: E402  (light: OpenCV is imported when a picture is drawn)
+
 _EXPORTS = {
-    "annotate": ".annotate", "AgeGenderError": ".errors", "ImageTooLargeError": ".errors",
+    "AgeGenderError": ".errors", "ImageTooLargeError": ".errors",
     "InvalidImageError": ".errors", "WeightsError": ".errors", "Estimator": ".estimator", "Face": ".face",
     "PRESETS": ".groups", "get_preset": ".groups", "load_image": ".imageio",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = sorted([*_EXPORTS, "annotate", "__version__"])
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .annotate import annotate
     from .errors import AgeGenderError, ImageTooLargeError, InvalidImageError, WeightsError
     from .estimator import Estimator
     from .face import Face

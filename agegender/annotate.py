@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import cv2
 import numpy as np
 
 from .face import Face
@@ -20,6 +19,7 @@ def face_label(face: Face) -> str:
 
 def annotate(image: np.ndarray, faces: Sequence[Face], show_labels: bool = True) -> np.ndarray:
     """RGB copy of ``image`` with each face's numbered box and, if ``show_labels``, "#n F/M age"."""
+    import cv2  # here, not at module level: ``import agegender`` stays light (agegender --help)
     out = np.ascontiguousarray(image.copy())
     h, w = out.shape[:2]
     thickness = max(1, int(round(max(h, w) / 600)))

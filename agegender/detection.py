@@ -22,8 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import cv2
 import numpy as np
 
+from .engines import threads as thread_policy
+from .errors import InvalidImageError
+from .limits import NATIVE_SIDE_LIMIT
 from .paths import WEIGHTS_DIR
 
 # MediaPipe/LiteRT print INFO and WARNING lines (e.g. "Sparsity tensors may not yet be fully supported") on every
@@ -47,6 +51,25 @@ KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ea
 _BOX_CENTRE_FROM_KEYPOINTS = {"short": (0.0, 0.03), "full": (0.0, 0.0)}
 """Box centre minus the mean of the eyes, nose and mouth keypoints, in box widths/heights (mean over ~200
 unclipped detections per model on the group photos and padded UTKFace chips); used for edge-clamped boxes."""
+
+
+PASS_MAX_SIDE = 4096
+"""Longest side of any frame handed to MediaPipe; larger passes run on a downscaled copy (see FaceDetector._run)."""
+
+MIN_TILE_SIDE = 24
+"""Tiles thinner than this (edge slivers of very wide images) are skipped: no detectable face fits."""
+
+PLAUSIBLE_SCORE = 0.6
+"""Detections below this score must also have face-shaped keypoints (:func:`face_shaped`) to be kept."""
+
+BORDER_PAD = 0.25
+BORDER_CROP = 0.5
+BORDER_MIN_SCORE = 0.5
+BORDER_MIN_CUT = 0.2
+BORDER_VIEW_SIDE = 512
+"""The border pass (FaceDetector._border_faces) frames the image and its corner crops (BORDER_CROP of each side)
+with BORDER_PAD × their longest side of grey, shrinks each padded view to BORDER_VIEW_SIDE px (the short-range model
+sees 128 px) and keeps faces running past the border by BORDER_MIN_CUT of their size with at least BORDER_MIN_SCORE."""
 
 
 @dataclass(frozen=True)
@@ -143,8 +166,13 @@ class _TaskDetector:
         import mediapipe as mp
 
         h, w = rgb.shape[:2]
+        if max(h, w) >= NATIVE_SIDE_LIMIT:  # last line of defence: FaceDetector._run never lets this happen
+            raise InvalidImageError(f"a {w}x{h} frame would abort MediaPipe (sides must stay below {NATIVE_SIDE_LIMIT})")
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
-        with self._lock:
+        # The task's lock (MediaPipe tasks are not thread-safe), inside the process-wide slot that forward passes
+        # take too: on a small CPU one caller's detection and another's network pass queue instead of
+        # oversubscribing the cores (agegender.engines.threads).
+        with thread_policy.INFERENCE_SLOTS, self._lock:
             result = self._task.detect(image)
         out = []
         ox, oy = offset
@@ -215,6 +243,41 @@ def _close_task(task) -> None:
         task._handle = None
 
 
+def face_shaped(det: Detection) -> bool:
+    """Whether the BlazeFace keypoints are arranged like a face: nose and mouth below the line of the eyes (in
+    the eyes' own frame, so tilted heads pass), the mouth below the nose, and not a nose that sits both beside one
+    eye of a frontal pair and nearly level with the eyes.
+
+    Why: BlazeFace's low-score false positives fit its keypoints to whatever it saw. The hand with a ring on
+    ``facenet_pytorch/multiface.jpg`` (score 0.53) has frontal eyes (0.45 box widths apart), its "nose" 0.38 eye
+    distances off their middle and only 0.30 below them; real faces on the annotated photos have one anomaly or
+    the other (a turned head: nose off-centre; a raised chin: nose high), never both.
+    """
+    k = np.asarray(det.keypoints, dtype=np.float64)
+    if k.shape != (6, 2) or not np.all(np.isfinite(k)) or not k.any():
+        return False
+    eyes = k[1] - k[0]
+    dist = float(np.hypot(*eyes))
+    if dist < 1e-6 or det.width <= 0:
+        return False
+    u = eyes / dist
+    v = np.array([-u[1], u[0]])  # points down the face
+    if abs(np.degrees(np.arctan2(u[1], u[0]))) > 60:
+        return False
+    mid = (k[0] + k[1]) / 2
+    nose_down, mouth_down = (k[2] - mid) @ v / dist, (k[3] - mid) @ v / dist
+    nose_side = (k[2] - mid) @ u / dist
+    if not (0.2 <= nose_down <= 1.8 and mouth_down - nose_down >= 0.15 and mouth_down <= 2.8):
+        return False
+    frontal_eyes = dist / det.width >= 0.4
+    return not (frontal_eyes and abs(nose_side) > 0.32 and nose_down < 0.4)
+
+
+def _flat(crop: np.ndarray) -> bool:
+    """True for a tile with (almost) no texture, judged on every 8th pixel (~4,000 samples; a few µs)."""
+    return float(crop[::8, ::8].std()) < 3.0
+
+
 def _tile_origins(length: int, tile: int, overlap: float) -> list[int]:
     if length <= tile:
         return [0]
@@ -272,19 +335,27 @@ class FaceDetector:
         self._full = _TaskDetector(verified_path(MODEL_FILES["full"], wdir), min_score, "full") if mode in ("auto", "full") else None
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
-        """Detect faces in an RGB uint8 image (use :func:`agegender.imageio.load_image` for anything else)."""
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise ValueError("detect() expects an RGB uint8 array of shape (H, W, 3)")
+        """Detect faces in an RGB uint8 image (use :func:`agegender.imageio.load_image` for anything else).
+
+        Safe for any array size: MediaPipe never sees a frame with a side above :data:`PASS_MAX_SIDE` (it aborts
+        the process at 32,767 px, see :mod:`agegender.limits`); larger passes run on a downscaled copy.
+        """
+        if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            got = f"{rgb.dtype} array of shape {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
+            raise InvalidImageError(f"detect() expects an RGB uint8 array of shape (H, W, 3), not a {got}")
+        if rgb.shape[0] < 1 or rgb.shape[1] < 1:
+            return []
         candidates: list[Detection] = []
         full: list[Detection] = []
         if self._full is not None:
-            full = self._full.detect(rgb) + self._detect_tiles(rgb)
+            full = self._run(self._full, rgb) + self._detect_tiles(rgb)
             candidates += full
         if self._short is not None:
-            short = self._short.detect(rgb)
+            short = self._run(self._short, rgb)
             if self._full is not None:
-                short = self._confirmed_short(short, full)
+                short = self._confirmed_short(short, full) + self._border_faces(rgb)
             candidates += short
+        candidates = [d for d in candidates if d.score >= PLAUSIBLE_SCORE or face_shaped(d)]
         faces = merge_detections(candidates)
         faces = [d for d in faces if d.score >= self.min_score and min(d.width, d.height) >= self.min_face_size]
         faces.sort(key=lambda d: -d.score)
@@ -292,6 +363,57 @@ class FaceDetector:
             faces = faces[: self.max_faces]
         faces.sort(key=lambda d: (d.box[0], d.box[1]))
         return faces
+
+    @staticmethod
+    def _run(task: _TaskDetector, rgb: np.ndarray, x0: int = 0, y0: int = 0, pad: int = 0,
+             max_side: int = 0) -> list[Detection]:
+        """One MediaPipe pass over ``rgb`` (whose top-left is at ``x0, y0`` of the image), optionally framed by
+        ``pad`` px of grey, on a copy downscaled to ``max_side`` (at most :data:`PASS_MAX_SIDE`) where larger.
+        MediaPipe shrinks every frame to 128/192 px anyway, so this costs no recall, keeps its OpenCV far from
+        SHRT_MAX, and spares it resizing a big frame on every call."""
+        h, w = rgb.shape[:2]
+        limit = min(max_side or PASS_MAX_SIDE, PASS_MAX_SIDE)
+        scale = min(1.0, limit / (max(h, w) + 2 * pad))
+        frame = rgb
+        if scale < 1.0:
+            # Bilinear, as MediaPipe resizes: INTER_AREA took 84 ms for a 2280 px photo, bilinear 1-13 ms.
+            frame = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
+                               interpolation=cv2.INTER_LINEAR)
+        p = int(round(pad * scale))
+        if p:
+            frame = cv2.copyMakeBorder(frame, p, p, p, p, cv2.BORDER_CONSTANT, value=(128, 128, 128))
+        if scale == 1.0 and not p:
+            return task.detect(frame, offset=(x0, y0))
+        sx, sy = w / (frame.shape[1] - 2 * p), h / (frame.shape[0] - 2 * p)
+        out = []
+        for det in task.detect(np.ascontiguousarray(frame)):
+            bx1, by1, bx2, by2 = det.box
+            box = ((bx1 - p) * sx + x0, (by1 - p) * sy + y0, (bx2 - p) * sx + x0, (by2 - p) * sy + y0)
+            kps = (det.keypoints - np.float32([p, p])) * np.float32([sx, sy]) + np.float32([x0, y0])
+            out.append(Detection(box=box, score=det.score, keypoints=kps.astype(np.float32), source=det.source))
+        return out
+
+    def _border_faces(self, rgb: np.ndarray) -> list[Detection]:
+        """Big, near faces cut by the image border (the selfie-taker at the frame's edge).
+
+        BlazeFace rarely fires on a face that runs off the frame. Framed by a grey border it does, at modest
+        scores, and more reliably when it also sees each corner of the frame at about twice the scale. So the
+        short-range model runs on the padded frame and on its four padded corner crops (:data:`BORDER_CROP` of
+        each side; five calls of ~1.5 ms). A detection is kept only where it is what this pass is for: its box runs
+        past the image border by :data:`BORDER_MIN_CUT` of its size, it clears :data:`BORDER_MIN_SCORE` and its
+        keypoints are face-shaped (:func:`face_shaped`)."""
+        h, w = rgb.shape[:2]
+        ch, cw = max(1, int(round(h * BORDER_CROP))), max(1, int(round(w * BORDER_CROP)))
+        views = [(rgb, 0, 0)] + [(rgb[y0:y0 + ch, x0:x0 + cw], x0, y0) for y0 in (0, h - ch) for x0 in (0, w - cw)]
+        kept = []
+        for view, x0, y0 in views:
+            pad = int(round(BORDER_PAD * max(view.shape[:2])))
+            for det in self._run(self._short, view, x0, y0, pad=pad, max_side=BORDER_VIEW_SIDE):
+                x1, y1, x2, y2 = det.box
+                cut = max(-x1, -y1, x2 - w, y2 - h) / max(det.width, det.height, 1e-6)
+                if cut >= BORDER_MIN_CUT and det.score >= BORDER_MIN_SCORE and face_shaped(det):
+                    kept.append(det)
+        return kept
 
     def _confirmed_short(self, short: list[Detection], full: list[Detection]) -> list[Detection]:
         """In ``auto`` mode the short-range model is there for big, near faces, which it scores highly; its
@@ -311,7 +433,10 @@ class FaceDetector:
         """Full-range detections on a pyramid of overlapping tiles (``tile_size``, 2×, 4× … up to the image).
 
         A face bigger than a level's overlap may be cut in every tile of that level; the next level (tiles twice
-        as big, overlap twice as big) sees it whole, at a size BlazeFace handles well.
+        as big, overlap twice as big) sees it whole, at a size BlazeFace handles well. Every level stays: on the
+        annotated group photos and their 640x480, 720p and 1080p versions each level found faces no other pass
+        found (``benchmarks/bench_detector.py``; README, *Detector cost*), e.g. one of the faces of
+        ``insightface/t1.jpg`` at 640x480 is found only by its two 512 px tiles.
         """
         h, w = rgb.shape[:2]
         out: list[Detection] = []
@@ -328,7 +453,10 @@ class FaceDetector:
         for y0 in _tile_origins(h, tile, self.tile_overlap):
             for x0 in _tile_origins(w, tile, self.tile_overlap):
                 x1, y1 = min(w, x0 + tile), min(h, y0 + tile)
-                for det in self._full.detect(rgb[y0:y1, x0:x1], offset=(x0, y0)):
+                crop = rgb[y0:y1, x0:x1]
+                if min(crop.shape[:2]) < MIN_TILE_SIDE or _flat(crop):
+                    continue  # no face fits in a sliver, and none hides in a flat area (margins, black bars)
+                for det in self._run(self._full, crop, x0, y0):
                     bx1, by1, bx2, by2 = det.box
                     # A face cut by an inner tile edge is seen whole by the neighbouring tile (overlap), by the
                     # next pyramid level or by the global pass; a partial box would make an off-centre crop.

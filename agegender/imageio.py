@@ -2,7 +2,16 @@
 
 Everything downstream (detector, crops, model, annotation) relies on that single format, so every conversion
 (EXIF orientation, palette/alpha/CMYK/16-bit modes, BGR arrays from OpenCV) happens here and only here.
-Failures surface as :class:`~agegender.errors.InvalidImageError` with a message a person can act on.
+
+Hostile input is expected: a visitor's upload reaches this module first. So
+
+* only the formats in :data:`ACCEPTED_FORMATS` are decoded (``Image.open(..., formats=...)``): content sniffing
+  must not reach Pillow's other plugins (EPS would run Ghostscript, and every rarely used decoder is attack
+  surface);
+* the size limits of :mod:`agegender.limits` are checked on the header, before a pixel is decoded;
+* *any* exception a decoder raises (each plugin has its own: ``OSError``, ``RuntimeError``, ``IndexError``,
+  ``struct.error`` ...) becomes :class:`~agegender.errors.InvalidImageError` with the input's name and one line
+  of reason, and a truncated file is an error, never a silently partial picture.
 """
 
 from __future__ import annotations
@@ -14,14 +23,32 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .errors import ImageTooLargeError, InvalidImageError
+from .limits import MAX_PIXELS, check_image_size
 
-MAX_PIXELS = 50_000_000
-"""Images above 50 megapixels are refused: decoding one costs > 150 MB and no face needs that resolution."""
+__all__ = ["ACCEPTED_FORMATS", "ACCEPTED_SUFFIXES", "MAX_PIXELS", "ImageInput", "load_image"]
+
+ACCEPTED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+"""Pillow format ids we decode: what cameras, phones, browsers and scanners write (a phone's MPO, a JPEG with
+extra frames, is opened by the JPEG plugin; its first frame is used). Everything else (AVIF, HEIC, QOI, JPEG 2000, EPS, PSD, ICO ...) is refused with a message naming it."""
+
+ACCEPTED_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+"""File name suffixes of :data:`ACCEPTED_FORMATS`, for the uploader's ``type=`` and the CLI's folder scan. The
+suffix is only a hint: the content decides (a PNG named ``.jpg`` is read as a PNG)."""
 
 ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
+
+# Magic bytes of formats we refuse, so the message can say what the file is instead of "not an image".
+_REFUSED_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
+    (4, b"ftypavif", "AVIF"), (4, b"ftypavis", "AVIF"), (4, b"ftypheic", "HEIC"), (4, b"ftypheix", "HEIC"),
+    (4, b"ftypmif1", "HEIF"), (4, b"ftypmsf1", "HEIF"), (0, b"qoif", "QOI"), (0, b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (0, b"\xff\x4f\xff\x51", "JPEG 2000"), (0, b"%!PS", "PostScript/EPS"), (0, b"\xc5\xd0\xd3\xc6", "EPS"),
+    (0, b"%PDF", "PDF"), (0, b"8BPS", "Photoshop (PSD)"), (0, b"\x00\x00\x01\x00", "ICO"), (0, b"<svg", "SVG"),
+    (0, b"<?xml", "XML/SVG"), (0, b"DDS ", "DDS"), (0, b"\x00\x00\x00 ftyp", "video/ISO media"),
+)
+_ACCEPTED_NAMES = "JPEG, PNG, WebP, BMP, GIF or TIFF"
 
 
 def load_image(source: ImageInput, *, bgr: bool = False, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -30,61 +57,128 @@ def load_image(source: ImageInput, *, bgr: bool = False, max_pixels: int = MAX_P
     ``source`` may be a path, encoded bytes, a file-like object, a PIL image or an ndarray. Arrays are taken as
     RGB unless ``bgr=True`` (OpenCV frames); gray arrays and 4-channel arrays are accepted, 16-bit and float
     arrays are rescaled. EXIF orientation is applied so boxes match what an image viewer shows.
+    Raises :class:`InvalidImageError` (or its subclass :class:`ImageTooLargeError`) and nothing else for bad input.
     """
     if isinstance(source, np.ndarray):
         return _array_to_rgb(source, bgr=bgr, max_pixels=max_pixels)
     if isinstance(source, Image.Image):
-        _check_size(source.width, source.height, max_pixels)
-        return _pil_to_rgb(source)
+        return _convert_pil(source, "the image", max_pixels)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        if len(source) == 0:
+        data = bytes(source)
+        if len(data) == 0:
             raise InvalidImageError("empty input: 0 bytes, not an image")
-        return _open_and_convert(io.BytesIO(bytes(source)), "the uploaded data", max_pixels)
+        return _open_and_convert(io.BytesIO(data), "the uploaded data", max_pixels)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
             raise InvalidImageError(f"{path}: no such file")
-        return _open_and_convert(path, str(path), max_pixels)
+        try:
+            if path.stat().st_size == 0:
+                raise InvalidImageError(f"{path.name}: empty file (0 bytes), not an image")
+        except OSError as exc:
+            raise InvalidImageError(f"{path.name}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+        return _open_and_convert(path, path.name, max_pixels)
     if hasattr(source, "read"):
-        return _open_and_convert(source, getattr(source, "name", "the stream"), max_pixels)
+        return _open_and_convert(source, Path(str(getattr(source, "name", "the stream"))).name, max_pixels)
     raise InvalidImageError(f"cannot read an image from a {type(source).__name__}")
 
 
-def _check_size(width: int, height: int, max_pixels: int) -> None:
-    if width * height > max_pixels:
-        raise ImageTooLargeError(
-            f"image is {width}x{height} = {width * height / 1e6:.1f} megapixels; the limit is "
-            f"{max_pixels / 1e6:.0f} megapixels. Downscale it first."
-        )
-    if width < 1 or height < 1:
-        raise InvalidImageError(f"image has no pixels ({width}x{height})")
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _refused_format(fp, start: int) -> str | None:
+    """Name of a known but refused format from the bytes of ``fp`` at ``start``, else None."""
+    try:
+        if isinstance(fp, Path):
+            with open(fp, "rb") as fh:
+                head = fh.read(16)
+        else:
+            fp.seek(start)
+            head = fp.read(16)
+    except Exception:  # an unseekable stream: the generic message will do
+        return None
+    if not isinstance(head, bytes):
+        return None
+    for offset, magic, name in _REFUSED_SIGNATURES:
+        if head[offset:offset + len(magic)] == magic:
+            return name
+    return None
 
 
 def _open_and_convert(fp, label: str, max_pixels: int) -> np.ndarray:
     try:
+        start = 0 if isinstance(fp, Path) else fp.tell()
+    except Exception:  # an unseekable stream
+        start = 0
+    try:
         with warnings.catch_warnings():
             # PIL's own bomb guard warns (or raises) at ~89 MP; ours is stricter and gives a clearer message.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(fp)
-            _check_size(image.width, image.height, max_pixels)
+            warnings.filterwarnings("ignore", "Corrupt EXIF", UserWarning)  # the EXIF block is optional
+            image = Image.open(fp, formats=ACCEPTED_FORMATS)
+    except Image.DecompressionBombError:
+        raise ImageTooLargeError(f"{label}: image is too large to decode safely (over Pillow's bomb limit)") from None
+    except UnidentifiedImageError:
+        other = _refused_format(fp, start)
+        if other:
+            raise InvalidImageError(f"{label}: {other} images are not accepted; use {_ACCEPTED_NAMES}") from None
+        raise InvalidImageError(f"{label}: not an image file in an accepted format ({_ACCEPTED_NAMES})") from None
+    except MemoryError:
+        raise ImageTooLargeError(f"{label}: not enough memory to open this image") from None
+    except Exception as exc:  # any plugin, any exception type: see the module docstring
+        raise InvalidImageError(f"{label}: the image is corrupt or truncated ({_one_line(exc)})") from None
+    try:
+        return _convert_pil(image, label, max_pixels)
+    finally:
+        image.close()
+
+
+def _convert_pil(image: Image.Image, label: str, max_pixels: int) -> np.ndarray:
+    """Check the size, decode every pixel (so truncation shows now, as an error) and convert to RGB."""
+    check_image_size(image.width, image.height, max_pixels, label)
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        # Some library in the process asked Pillow to fill truncated files with grey; we never want that.
+        raise InvalidImageError(f"{label}: refused because PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set in this "
+                                "process (a truncated file would decode as a partial picture)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.filterwarnings("ignore", "Corrupt EXIF", UserWarning)  # the EXIF block is optional
             image.load()
+            return _pil_to_rgb(image)
     except (ImageTooLargeError, InvalidImageError):
         raise
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"{label}: image is too large to decode safely ({exc})") from None
-    except UnidentifiedImageError:
-        raise InvalidImageError(f"{label}: not an image file (or a format Pillow cannot read)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InvalidImageError(f"{label}: the image is corrupt or truncated ({exc})") from None
-    return _pil_to_rgb(image)
+    except Image.DecompressionBombError:
+        raise ImageTooLargeError(f"{label}: image is too large to decode safely (over Pillow's bomb limit)") from None
+    except MemoryError:
+        raise ImageTooLargeError(f"{label}: not enough memory to decode this image") from None
+    except ValueError as exc:
+        if "closed" in str(exc):
+            raise InvalidImageError(f"{label}: its file was closed before the pixels were read") from None
+        raise InvalidImageError(f"{label}: the image cannot be converted ({_one_line(exc)})") from None
+    except Exception as exc:  # any plugin, any exception type: see the module docstring
+        raise InvalidImageError(f"{label}: the image is corrupt or truncated ({_one_line(exc)})") from None
+
+
+_PREMULTIPLIED = {"La": "LA", "RGBa": "RGBA"}
 
 
 def _pil_to_rgb(image: Image.Image) -> np.ndarray:
+    """RGB uint8 array of a loaded PIL image, upright. Copies as little as it can: a 49 MP photo is 147 MB per
+    copy, and ``exif_transpose`` copies even an image that needs no turning."""
     try:
-        image = ImageOps.exif_transpose(image)
+        if image.getexif().get(0x0112, 1) in (2, 3, 4, 5, 6, 7, 8):
+            image = ImageOps.exif_transpose(image)
     except Exception:  # a broken EXIF block must not cost the user the picture
         pass
     mode = image.mode
+    if mode == "RGB":
+        return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+    if mode in _PREMULTIPLIED:
+        image = image.convert(_PREMULTIPLIED[mode])
+        mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
@@ -115,19 +209,20 @@ def _array_to_rgb(arr: np.ndarray, *, bgr: bool, max_pixels: int) -> np.ndarray:
         arr = arr[..., 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
         raise InvalidImageError(f"array of shape {arr.shape} is not an image (expected HxW, HxWx3 or HxWx4)")
-    _check_size(arr.shape[1], arr.shape[0], max_pixels)
-    if arr.dtype == np.uint8:
+    check_image_size(arr.shape[1], arr.shape[0], max_pixels, f"array of shape {arr.shape}")
+    kind = arr.dtype.kind
+    if kind == "u" and arr.dtype.itemsize == 1:
         out = arr
-    elif arr.dtype == np.uint16:
+    elif kind == "u" and arr.dtype.itemsize == 2:  # any byte order
         out = (arr.astype(np.uint32) * 255 // 65535).astype(np.uint8)
-    elif arr.dtype == np.bool_:
+    elif kind == "b":
         out = arr.astype(np.uint8) * 255
-    elif np.issubdtype(arr.dtype, np.floating):
+    elif kind == "f":
         out = _float_to_uint8_rgb(arr)
         if arr.ndim == 3 and arr.shape[2] == 4:
             out = out[..., :3]
-        return np.ascontiguousarray(out[..., ::-1]) if bgr else out
-    elif np.issubdtype(arr.dtype, np.integer):
+        return np.ascontiguousarray(out[..., ::-1] if bgr else out)
+    elif kind in "iu":
         out = np.clip(arr, 0, 255).astype(np.uint8)
     else:
         raise InvalidImageError(f"array of dtype {arr.dtype} is not an image")

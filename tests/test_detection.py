@@ -3,12 +3,16 @@ recall bar on dlib's annotated example faces."""
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from agegender.detection import Detection, FaceDetector, box_iou, merge_detections
+import agegender.detection as detection
+from agegender.detection import Detection, FaceDetector, box_iou, face_shaped, merge_detections
+from agegender.errors import InvalidImageError
 
 from conftest import data_path
 
@@ -47,10 +51,57 @@ def test_astronaut_one_face(mode, astronaut, detectors):
 
 def test_detect_accepts_only_rgb_uint8(detectors, astronaut):
     det = detectors("full")
-    with pytest.raises(ValueError, match="RGB uint8"):
-        det.detect(astronaut[..., 0])
-    with pytest.raises(ValueError, match="RGB uint8"):
-        det.detect(astronaut.astype(np.float32))
+    for bad in (astronaut[..., 0], astronaut.astype(np.float32), astronaut[..., :2], [[0, 0, 0]]):
+        with pytest.raises(InvalidImageError, match="RGB uint8"):
+            det.detect(bad)
+    assert det.detect(np.zeros((0, 10, 3), np.uint8)) == []
+    assert det.detect(np.zeros((10, 0, 3), np.uint8)) == []
+
+
+class _RecordingTask:
+    """Stands in for a MediaPipe task: records the frames it is given, finds nothing."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.shapes: list[tuple[int, ...]] = []
+
+    def detect(self, rgb, offset=(0, 0)):
+        assert rgb.dtype == np.uint8 and rgb.ndim == 3
+        self.shapes.append(rgb.shape)
+        return []
+
+
+@pytest.mark.parametrize("shape", [(1, 40000, 3), (40000, 1, 3), (1000, 40000, 3), (32767, 600, 3)])
+def test_no_frame_mediapipe_sees_reaches_the_native_limit(shape, monkeypatch):
+    """MediaPipe aborts the process on a side >= 32,767 px; the detector must never hand it such a frame (a fake
+    task records what it would have been given, so this test cannot crash)."""
+    det = FaceDetector.__new__(FaceDetector)
+    det.mode, det.min_score, det.min_face_size, det.max_faces = "auto", 0.5, 0, None
+    det.tile_size, det.tile_overlap = 512, 0.25
+    det._full, det._short = _RecordingTask("full"), _RecordingTask("short")
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, shape, dtype=np.uint8)
+    monkeypatch.setattr(detection, "_tile_origins", lambda length, tile, overlap: [0, max(0, length - tile)])
+    assert det.detect(img) == []
+    seen = det._full.shapes + det._short.shapes
+    assert seen and max(max(s[:2]) for s in seen) <= detection.PASS_MAX_SIDE < detection.NATIVE_SIDE_LIMIT
+
+
+def test_flat_tiles_are_skipped():
+    det = FaceDetector.__new__(FaceDetector)
+    det.mode, det.min_score, det.min_face_size, det.max_faces = "full", 0.5, 0, None
+    det.tile_size, det.tile_overlap = 512, 0.25
+    det._full, det._short = _RecordingTask("full"), None
+    rng = np.random.default_rng(0)
+    textured = rng.integers(0, 255, (800, 800, 3), dtype=np.uint8)
+    det.detect(textured)
+    n_textured = len(det._full.shapes)
+    assert n_textured == 1 + 4  # whole frame + 2 x 2 tiles of 512 px
+    det._full.shapes.clear()
+    half_flat = textured.copy()
+    half_flat[:, 288:] = 90  # the right-hand tiles (x 288-800) see no texture
+    det.detect(half_flat)
+    assert len(det._full.shapes) == 1 + 2, "tiles with no texture hold no face and are skipped"
 
 
 @pytest.mark.parametrize("mode", ["full", "auto"])
@@ -178,6 +229,32 @@ def test_tiny_image(detectors):
     assert detectors("auto").detect(np.full((1, 1, 3), 200, np.uint8)) == []
 
 
+# ------------------------------------------------------------------------------------- keypoint plausibility
+def test_face_shaped_accepts_real_faces_and_rejects_a_nose_beside_an_eye(astronaut_reference):
+    for mode in ("short", "full"):
+        assert face_shaped(astronaut_reference[mode])
+    ref = astronaut_reference["full"]
+    kps = ref.keypoints.copy()
+    eye_dist = kps[1, 0] - kps[0, 0]
+    moved = kps.copy()
+    moved[2, 0] = kps[0, 0]  # the nose beside the right eye of a frontal pair, nearly level with the eyes
+    moved[2, 1] = kps[0, 1] + 0.25 * eye_dist  # (the hand with a ring)
+    assert not face_shaped(Detection(ref.box, ref.score, moved, ref.source))
+    turned = kps.copy()
+    turned[2, 0] = kps[0, 0]  # the nose below one eye at its usual height: a turned head, still a face
+    assert face_shaped(Detection(ref.box, ref.score, turned, ref.source))
+    upside_down = kps.copy()
+    upside_down[[2, 3], 1] = kps[0, 1] - (kps[[2, 3], 1] - kps[0, 1])  # nose and mouth above the eyes
+    assert not face_shaped(Detection(ref.box, ref.score, upside_down, ref.source))
+    tilted = kps.copy()  # the same face rolled by 30 degrees stays a face
+    centre = kps[:4].mean(0)
+    c, s_ = np.cos(np.radians(30)), np.sin(np.radians(30))
+    tilted = ((kps - centre) @ np.array([[c, s_], [-s_, c]]) + centre).astype(np.float32)
+    assert face_shaped(Detection(ref.box, ref.score, tilted, ref.source))
+    assert not face_shaped(Detection(ref.box, ref.score, np.zeros((6, 2), np.float32), ref.source))
+    assert eye_dist > 0
+
+
 # ---------------------------------------------------------------------------------- box_iou and merge_detections
 def _det(box, score, source="full"):
     return Detection(box=tuple(float(v) for v in box), score=score, keypoints=np.zeros((6, 2), np.float32),
@@ -253,27 +330,82 @@ def test_greedy_matching_is_one_to_one():
     assert _greedy_matches(gt, np.array([[50, 50, 60, 60]]), 0.4) == 0
 
 
-@pytest.mark.data
-def test_recall_on_dlib_example_faces(detectors):
+ANNOTATIONS = Path(__file__).parent / "data" / "group_photo_faces.json"
+
+
+def _annotated_ground_truth() -> dict[str, np.ndarray]:
+    """Every annotated group photo, keyed "set/file": dlib's boxes plus ours (tests/data/README.md)."""
+    root = data_path("group_photos")
+    truth = {f"dlib_examples_faces/{k}": v for k, v in _dlib_ground_truth(root / "dlib_examples_faces").items()}
+    images = json.loads(ANNOTATIONS.read_text())["images"]
+    truth.update({k: np.array(v, dtype=np.float64) for k, v in images.items()})
+    return truth
+
+
+def _score_photo_sets(det, truth) -> tuple[dict[str, list[int]], list[str]]:
+    """Per photo set: [matched, ground-truth boxes, false positives, images]. Boxes are clipped to the image
+    first: a face cut by the border is annotated (and detected) past it, and only the visible part is compared."""
     from agegender.imageio import load_image
 
-    folder = data_path("group_photos", "dlib_examples_faces")
-    truth = _dlib_ground_truth(folder)
-    n_gt = sum(len(v) for v in truth.values())
-    assert len(truth) == 9 and n_gt == 43, "ground truth changed: expected 43 boxes in 9 images"
-    det = detectors("auto")
-    matched = false_pos = 0
+    root = data_path("group_photos")
+    sets: dict[str, list[int]] = {}
     lines = []
     for name, gt in sorted(truth.items()):
-        pred = np.array([d.box for d in det.detect(load_image(folder / name))]).reshape(-1, 4)
-        m = _greedy_matches(gt, pred, 0.4)
-        matched += m
-        false_pos += len(pred) - m
+        img = load_image(root / name)
+        h, w = img.shape[:2]
+        clip = lambda b: np.clip(np.asarray(b, float).reshape(-1, 4), 0, [w, h, w, h])  # noqa: E731
+        pred = clip([d.box for d in det.detect(img)])
+        m = _greedy_matches(clip(gt), pred, 0.4)
+        tally = sets.setdefault(name.split("/")[0], [0, 0, 0, 0])
+        tally[0] += m
+        tally[1] += len(gt)
+        tally[2] += len(pred) - m
+        tally[3] += 1
         lines.append(f"{name}: {m}/{len(gt)} found, {len(pred) - m} false positive(s)")
-    recall = matched / n_gt
-    fp_per_image = false_pos / len(truth)
-    summary = (f"dlib example faces, FaceDetector('auto'), IoU >= 0.4: recall {matched}/{n_gt} = {recall:.1%}, "
-               f"{false_pos} false positives in {len(truth)} images ({fp_per_image:.2f}/image)")
+    return sets, lines
+
+
+@pytest.mark.data
+def test_recall_on_dlib_example_faces(detectors):
+    folder = data_path("group_photos", "dlib_examples_faces")
+    truth = {f"dlib_examples_faces/{k}": v for k, v in _dlib_ground_truth(folder).items()}
+    n_gt = sum(len(v) for v in truth.values())
+    assert len(truth) == 9 and n_gt == 43, "ground truth changed: expected 43 boxes in 9 images"
+    sets, lines = _score_photo_sets(detectors("auto"), truth)
+    matched, _, false_pos, _ = sets["dlib_examples_faces"]
+    summary = (f"dlib example faces, FaceDetector('auto'), IoU >= 0.4: recall {matched}/{n_gt}, "
+               f"{false_pos} false positives in {len(truth)} images")
     print("\n" + "\n".join(lines) + "\n" + summary)
-    assert recall >= 0.95, summary
-    assert fp_per_image <= 0.5, summary
+    assert matched >= 42, summary
+    assert false_pos == 0, summary
+
+
+@pytest.mark.data
+def test_recall_on_all_annotated_group_photos(detectors):
+    """The bar of issue 14: recall >= 95 % on the union of all annotated boxes (dlib's and ours) at IoU >= 0.4,
+    at most 0.2 false positives per image."""
+    truth = _annotated_ground_truth()
+    assert len(truth) == 13 and sum(len(v) for v in truth.values()) == 64, "ground truth changed"
+    sets, lines = _score_photo_sets(detectors("auto"), truth)
+    total = np.array(list(sets.values())).sum(axis=0)
+    per_set = "; ".join(f"{k}: {m}/{n} found, {fp} FP in {i} images" for k, (m, n, fp, i) in sorted(sets.items()))
+    summary = (f"all annotated group photos, IoU >= 0.4: recall {total[0]}/{total[1]} = {total[0] / total[1]:.1%}, "
+               f"{total[2]} false positives in {total[3]} images ({per_set})")
+    print("\n" + "\n".join(lines) + "\n" + summary)
+    assert total[0] / total[1] >= 0.95, summary
+    assert total[2] / total[3] <= 0.2, summary
+
+
+@pytest.mark.data
+def test_selfie_taker_cut_by_the_border_is_found_and_the_hand_is_not_a_face(detectors):
+    from agegender.imageio import load_image
+
+    root = data_path("group_photos")
+    selfie = load_image(root / "deepface" / "selfie-many-people.jpg")
+    boxes = np.array([d.box for d in detectors("auto").detect(selfie)])
+    taker = np.array([[470, 340, 600, 600]])  # the visible part of the largest face, at the right border
+    assert box_iou(taker, np.clip(boxes, 0, 600)).max() >= 0.4, boxes.round()
+    multiface = load_image(root / "facenet_pytorch" / "multiface.jpg")
+    hand = np.array([[636, 446, 683, 493]])  # a hand with a ring that BlazeFace scores 0.53
+    boxes = np.array([d.box for d in detectors("auto").detect(multiface)])
+    assert len(boxes) == 6 and box_iou(hand, boxes).max() < 0.1, boxes.round()

@@ -1,0 +1,130 @@
+"""Where FaceDetector("auto") spends its time, pass by pass (issue 11, item 6: detector cost).
+
+Every MediaPipe call is timed and attributed to the pass that made it (whole frame full-range, each tile level,
+whole frame short-range, the border pass), on a 640x480 webcam-sized frame, a 720p and a 1080p frame and the
+~2000 px group photos. Frames are cut from the group photos under $AGEGENDER_DATA/group_photos (resized to fill
+the size, centre crop). Run it on any checkout to compare versions (the attribution only needs
+``_TaskDetector.detect``)::
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_detector.py [--repeat 7] [--json out.json]
+
+Times are medians over ``--repeat`` runs after one warm-up; the load average is printed with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from agegender import detection
+from agegender.detection import FaceDetector
+from agegender.imageio import load_image
+from agegender.paths import data_root
+
+FRAMES = {  # name: (photo under group_photos, width, height or None for the photo as it is)
+    "640x480 webcam": ("insightface/t1.jpg", 640, 480),
+    "720p": ("insightface/t1.jpg", 1280, 720),
+    "1080p": ("facenet_pytorch/multiface.jpg", 1920, 1080),
+    "1986x1545 bald_guys": ("dlib_examples_faces/bald_guys.jpg", None, None),
+    "2280x1588 couple": ("deepface/couple.jpg", None, None),
+}
+
+
+def fill(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    scale = max(width / img.shape[1], height / img.shape[0])
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    big = cv2.resize(img, None, fx=scale, fy=scale, interpolation=interp)
+    y, x = (big.shape[0] - height) // 2, (big.shape[1] - width) // 2
+    return np.ascontiguousarray(big[y:y + height, x:x + width])
+
+
+class PassTimer:
+    """Wraps _TaskDetector.detect: time of each MediaPipe call, keyed by the FaceDetector method that made it."""
+
+    def __init__(self):
+        self.ms: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self._orig = detection._TaskDetector.detect
+        timer = self
+
+        def timed(task, rgb, *args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return timer._orig(task, rgb, *args, **kwargs)
+            finally:
+                key = timer._label(task.source, sys._getframe(1))
+                timer.ms[key] += (time.perf_counter() - start) * 1000
+                timer.calls[key] += 1
+
+        detection._TaskDetector.detect = timed
+
+    @staticmethod
+    def _label(source: str, frame) -> str:
+        while frame is not None and frame.f_code.co_name in ("_run", "timed"):
+            frame = frame.f_back
+        name = frame.f_code.co_name if frame is not None else "?"
+        if name == "_detect_level":
+            return f"{source} tiles {frame.f_locals.get('tile')}"
+        if name == "_border_faces":
+            return f"{source} border"
+        return f"{source} whole frame"
+
+    def reset(self):
+        self.ms.clear()
+        self.calls.clear()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--repeat", type=int, default=7)
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    root = data_root() / "group_photos"
+    det = FaceDetector("auto")
+    timer = PassTimer()
+    rows = []
+    print(f"agegender from {Path(detection.__file__).parent}; load average {os.getloadavg()[0]:.2f} "
+          f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')})")
+    for name, (rel, width, height) in FRAMES.items():
+        path = root / rel
+        if not path.is_file():
+            print(f"{name}: skipped, {path} missing")
+            continue
+        img = load_image(path)
+        if width:
+            img = fill(img, width, height)
+        faces = det.detect(img)  # warm-up
+        totals, per_pass = [], defaultdict(list)
+        for _ in range(args.repeat):
+            timer.reset()
+            start = time.perf_counter()
+            det.detect(img)
+            totals.append((time.perf_counter() - start) * 1000)
+            for key, ms in timer.ms.items():
+                per_pass[key].append(ms)
+        calls = dict(timer.calls)
+        row = {"frame": name, "shape": list(img.shape[:2]), "faces": len(faces),
+               "total_ms": round(statistics.median(totals), 1),
+               "passes": {k: {"calls": calls[k], "ms": round(statistics.median(v), 1)} for k, v in per_pass.items()}}
+        rows.append(row)
+        print(f"{name:22s} {img.shape[1]}x{img.shape[0]}: {row['total_ms']:6.1f} ms, {len(faces)} faces")
+        for key, val in sorted(row["passes"].items()):
+            print(f"    {key:24s} {val['calls']:3d} calls {val['ms']:6.1f} ms")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"load_before_after": os.getloadavg()[0], "rows": rows}, indent=1))
+    det.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
