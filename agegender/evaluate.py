@@ -389,6 +389,7 @@ def evaluate(
     seed: int = 0,
     presets: Sequence[str] = DEFAULT_PRESETS,
     chip_framing: ChipFraming = "detect",
+    keep_age_probs: bool = False,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run ``estimator`` over labelled ``samples`` in one of :data:`MODES`; returns (metrics, predictions).
 
@@ -423,8 +424,9 @@ def evaluate(
         metrics["run"]["chip_framing"] = chip_framing
         metrics["run"]["template_fallbacks"] = sum(r["chip_framing"] == "template" for r in rows) \
             if chip_framing == "detect" else None
-    for row in rows:
-        row.pop("age_probs", None)
+    if not keep_age_probs:
+        for row in rows:
+            row.pop("age_probs", None)
     return metrics, rows
 
 
@@ -562,7 +564,7 @@ def run_cli(args: argparse.Namespace) -> int:
         return 2
     try:
         metrics, rows = evaluate(estimator, samples, mode=mode, batch_size=args.batch_size, limit=args.limit,
-                                 seed=args.seed, chip_framing=args.chip_framing)
+                                 seed=args.seed, chip_framing=args.chip_framing, keep_age_probs=args.age_probs)
     except (NothingToEvaluate, InvalidImageError) as exc:
         print(f"agegender evaluate: {exc}", file=sys.stderr)
         return 1
@@ -578,6 +580,8 @@ def run_cli(args: argparse.Namespace) -> int:
     if mode == "crops":
         extra["chip_framing"] = args.chip_framing
     report = write_report(metrics, out_dir, title, extra=extra)
+    if args.age_probs:
+        write_age_probs(rows, out_dir)
     write_predictions(rows, out_dir)
     if args.record:
         if not estimator.weights_info.get("file") or args.weights:
@@ -590,6 +594,19 @@ def run_cli(args: argparse.Namespace) -> int:
         print(summary_markdown(metrics, title, extra))
         print(f"report written to {out_dir}/")
     return 0
+
+
+def write_age_probs(rows: Sequence[dict], out_dir: Path) -> Path:
+    """``age_probs.npz`` beside predictions.csv: file names and (N, 101) float32 distributions of the found
+    faces, in row order, and the rows' ``age_probs`` removed. Calibration needs the whole distribution."""
+    found = [r for r in rows if r.get("age_probs") is not None]
+    path = Path(out_dir) / "age_probs.npz"
+    np.savez_compressed(path, files=np.array([r["file"] for r in found]),
+                        age_probs=np.stack([r["age_probs"] for r in found]).astype(np.float32)
+                        if found else np.zeros((0, NUM_AGE_BINS), np.float32))
+    for row in rows:
+        row.pop("age_probs", None)
+    return path
 
 
 def headline_metrics(metrics: dict) -> dict[str, Any]:
@@ -653,6 +670,8 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="for --limit subsets and --pasted positions")
     p.add_argument("--out", default=None, help="report folder (default reports/eval-MODEL-DATASET-MODE)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of the summary table")
+    p.add_argument("--age-probs", action="store_true",
+                   help="also write age_probs.npz: each found face's full 101-bin age distribution (for calibration)")
     p.add_argument("--record", action="store_true",
                    help="also store the headline metrics in weights/MANIFEST.json under metrics.test")
     p.set_defaults(func=run_cli)
