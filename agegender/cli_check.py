@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from .age_check import EXIT_ASK_FOR_ID, EXIT_PASS, default_buffer, summary
-from .cli_options import add_tta_arguments, tta_options
+from .cli_options import add_tta_arguments
 from .errors import AgeGenderError
 
 EXIT_ERROR = 1

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +25,11 @@ import numpy as np
 from scipy.optimize import isotonic_regression
 
 from ..calibration import Calibration, apply_calibration
-from ..groups import NUM_AGE_BINS, age_interval, expected_age
+from ..groups import age_interval, expected_age
 from . import calibration as cm
 from . import policy as pm
 
+REPORT_DIR = "age-assurance-{model}"  # under reports/
 RACE_NAMES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Other"}
 GENDER_NAMES = {0: "male", 1: "female"}
 MIN_DECADE = 50  # validation faces a decade needs to count in the per-decade bias criterion
@@ -214,6 +214,21 @@ def write_policy_csv(table: Sequence[dict[str, Any]], path: Path) -> None:
                         r["false_pass_near"]["n"], r["false_pass_near"]["upper95"],
                         r["asked_at_t_plus_buffer"]["rate"], r["asked_reference"]["rate"],
                         r["asked_adults_over_t"]["rate"]])
+
+
+def load_assurance(model: str | None, root: Path | None = None) -> dict[str, Any] | None:
+    """The committed test measurement of ``model`` (``test.json`` plus ``choice.json`` as ``"choice"``), or None
+    when it has not been measured."""
+    from ..paths import REPO_DIR
+
+    folder = (root or REPO_DIR / "reports") / REPORT_DIR.format(model=model)
+    try:
+        report = json.loads((folder / "test.json").read_text())
+        report["choice"] = json.loads((folder / "choice.json").read_text())
+    except (OSError, ValueError):
+        return None
+    report["_dir"] = str(folder)
+    return report
 
 
 def _parse_parts(items: Sequence[str]) -> list[Split]:

@@ -101,3 +101,24 @@ def sliced_rows(true_age: np.ndarray, age: np.ndarray, age_low: np.ndarray, keys
             out[name] = [policy_row(np.asarray(true_age)[m], np.asarray(age)[m], np.asarray(age_low)[m], t, b)
                          for t, b in buffers.items()]
     return out
+
+
+def display_rows(table: Sequence[dict[str, Any]], threshold: int, buffers: Sequence[int] | None = None
+                 ) -> list[dict[str, Any]]:
+    """Flat rows of ``table`` for ``threshold`` (optionally only ``buffers``), for the app and the README: the
+    false-pass rates as shares, with the near band's count, and the asked-for-ID shares."""
+    out = []
+    for r in table:
+        if r["threshold"] != threshold or (buffers is not None and r["buffer"] not in buffers):
+            continue
+        near = r["false_pass_near"]
+        out.append({
+            "buffer": r["buffer"],
+            f"false pass, ages {threshold - NEAR_BAND}-{threshold - 1}": near["rate"],
+            "false passes / faces": f"{near['count']} / {near['n']}",
+            "95 % upper bound": near["upper95"],
+            f"false pass, all under {threshold}": r["false_pass_under_t"]["rate"],
+            f"asked for ID, {threshold + REFERENCE}+": r["asked_reference"]["rate"],
+            f"asked for ID, ≥ t + buffer": r["asked_at_t_plus_buffer"]["rate"],
+        })
+    return out
