@@ -126,3 +126,29 @@ def test_fit_temperature_recovers_a_known_temperature():
     truth = temper(probs, 2.0)  # the true distribution is the model's at T = 2
     ages = np.array([rng.choice(101, p=p) for p in truth])
     assert fit_temperature(probs, ages) == pytest.approx(2.0, rel=0.08)
+
+
+def test_bundled_estimator_applies_the_manifest_calibration(astronaut):
+    from agegender import Estimator
+    from agegender.weights import model_entry
+
+    entry = model_entry("efficientnet_lite0")[1]
+    assert "calibration" in entry, "the bundled default model ships its validated calibration"
+    calibrated, raw = Estimator("efficientnet_lite0", scale_tta=False), Estimator("efficientnet_lite0",
+                                                                                   scale_tta=False, calibrate=False)
+    try:
+        (c,), (r,) = calibrated.predict(astronaut), raw.predict(astronaut)
+    finally:
+        calibrated.close()
+        raw.close()
+    assert c.calibrated and not r.calibrated
+    probs, low, high = apply_calibration(r.age_probs[None], entry["calibration"])
+    assert np.allclose(c.age_probs, probs[0], atol=1e-9)
+    assert c.age == pytest.approx(float(probs[0] @ AGES))
+    assert (c.age_low, c.age_high) == (pytest.approx(low[0]), pytest.approx(high[0]))
+    assert c.age_low <= c.age <= c.age_high
+    untrained = Estimator("efficientnet_lite0", weights=None)
+    try:
+        assert untrained.calibration is None  # calibration belongs to the weights it was fitted for
+    finally:
+        untrained.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agegender.age_check import DEFAULT_BUFFERS
-from agegender.evaluation.model_card import BLOCKS, blocks
+from agegender.evaluation.model_card import BLOCKS, README_BLOCKS, blocks
 from agegender.weights import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,10 +18,12 @@ CARD = (REPO / "MODEL_CARD.md").read_text()
 ASSURANCE = REPO / "reports" / "age-assurance-efficientnet_lite0"
 
 
-def test_every_generated_block_matches_the_reports():
-    for name, body in blocks().items():
-        found = re.search(rf"<!-- BEGIN {name} -->\n(.*?)\n<!-- END {name} -->", CARD, re.S)
-        assert found, f"MODEL_CARD.md lacks the {name} block"
+@pytest.mark.parametrize("text,which", [(CARD, BLOCKS), ((REPO / "README.md").read_text(), README_BLOCKS)],
+                         ids=["model_card", "readme"])
+def test_every_generated_block_matches_the_reports(text, which):
+    for name, body in blocks(which=which).items():
+        found = re.search(rf"<!-- BEGIN {name} -->\n(.*?)\n<!-- END {name} -->", text, re.S)
+        assert found, f"the {name} block is missing"
         assert found.group(1) == body, f"the {name} block is stale: run python -m agegender.evaluation.model_card"
     assert set(BLOCKS) >= {"accuracy", "decade", "gender", "race", "coverage", "ece", "policy", "choice"}
 

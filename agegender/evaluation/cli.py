@@ -87,7 +87,8 @@ def run_cli(args: argparse.Namespace) -> int:
     tta = tta_options(args)
     try:
         estimator = Estimator(model=args.model, detector=args.detector, device=args.device,
-                              weights=None if args.untrained else (args.weights or "bundled"), **tta)
+                              weights=None if args.untrained else (args.weights or "bundled"),
+                              calibrate=not args.no_calibration, **tta)
     except (WeightsError, ValueError, RuntimeError) as exc:  # RuntimeError: a malformed --device
         print(f"agegender evaluate: error: {exc}", file=sys.stderr)
         return 2
@@ -201,6 +202,8 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of the summary table")
     p.add_argument("--age-probs", action="store_true",
                    help="also write age_probs.npz: each found face's full 101-bin age distribution (for calibration)")
+    p.add_argument("--no-calibration", action="store_true",
+                   help="score the network's raw distribution, without the manifest's calibration (to refit it)")
     p.add_argument("--record", action="store_true",
                    help="also store the headline metrics in weights/MANIFEST.json under metrics.test")
     p.set_defaults(func=run_cli)

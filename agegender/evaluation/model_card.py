@@ -150,9 +150,30 @@ BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
-def blocks(root: Path | None = None, model: str = MODEL) -> dict[str, str]:
+def readme_policy_block(d: dict[str, Any]) -> str:
+    """The README's short table: per threshold, the old buffer 7 and the validated default, on test."""
+    buffers = {int(t): b for t, b in d["choice"]["buffers"].items()}
+    rows = [r for r in d["test"]["policy"]["table"] if r["buffer"] in (7, buffers.get(r["threshold"]))]
+    return _table(POLICY_HEADER, _policy_rows(rows, sorted({7, *buffers.values()})))
+
+
+def readme_coverage_block(d: dict[str, Any]) -> str:
+    before, after = d["test"]["before"]["coverage"], d["test"]["after"]["coverage"]
+    decades = [k for k, v in after["decade"].items() if v["n"] >= 100]
+    return _table(("80 % interval, test", *decades, "all"),
+                  [("raw", *(_pct(before["decade"][k]["coverage"]) for k in decades), _pct(before["coverage"])),
+                   ("calibrated", *(_pct(after["decade"][k]["coverage"]) for k in decades), _pct(after["coverage"]))])
+
+
+README = REPO_DIR / "README.md"
+README_BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "readme_policy": readme_policy_block, "readme_coverage": readme_coverage_block,
+}
+
+
+def blocks(root: Path | None = None, model: str = MODEL, which: dict | None = None) -> dict[str, str]:
     data = load(root or REPO_DIR / "reports", model)
-    return {name: fn(data) for name, fn in BLOCKS.items()}
+    return {name: fn(data) for name, fn in (BLOCKS if which is None else which).items()}
 
 
 def render(text: str, generated: dict[str, str]) -> str:
@@ -166,7 +187,8 @@ def render(text: str, generated: dict[str, str]) -> str:
 
 def main() -> int:
     CARD.write_text(render(CARD.read_text(), blocks()))
-    print(f"updated {CARD}", file=sys.stderr)
+    README.write_text(render(README.read_text(), blocks(which=README_BLOCKS)))
+    print(f"updated {CARD} and {README}", file=sys.stderr)
     return 0
 
 
