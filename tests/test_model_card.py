@@ -44,6 +44,14 @@ def test_narrative_numbers_are_the_validation_numbers():
     assert f"one 16-year-old of {default['false_pass_near']['n']}" in CARD and default["false_pass_near"]["count"] == 1
 
 
+def test_narrative_test_numbers_are_the_test_numbers():
+    test = json.loads((ASSURANCE / "test.json").read_text())
+    row = next(r for r in test["policy"]["table"] if r["threshold"] == 18 and r["buffer"] == DEFAULT_BUFFERS[18])
+    near = row["false_pass_near"]
+    assert (f"default let {near['count']} of {near['n']} thirteen-to-seventeen-year-olds pass at t = 18 "
+            f"({100 * near['rate']:.1f} %, 95 % upper bound {100 * near['upper95']:.1f} %)") in " ".join(CARD.split())
+
+
 def test_code_defaults_and_manifest_are_the_fitted_ones():
     choice = json.loads((ASSURANCE / "choice.json").read_text())
     assert {int(t): b for t, b in choice["buffers"].items()} == DEFAULT_BUFFERS

@@ -144,4 +144,11 @@ def test_page_decision_equals_the_library_decision(astronaut):
         summary_line = next(h.value for h in at.subheader if "t = " in h.value)
         assert summary_line.startswith(summary([expected]))
     assert any("What this policy does" in h.value for h in at.subheader)
-    assert at.dataframe, "the measured policy table is shown"
+    assert not at.dataframe and any("not been measured" in i.value for i in at.info)  # t = 10: no table
+    at.selectbox(key="agecheck_threshold").set_value(18)
+    at.slider(key="agecheck_buffer").set_value(default_buffer(18))
+    at.run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value  # the measured policy table for t = 18, the current buffer marked
+    assert "◀ current" in table.loc[default_buffer(18)].tolist()
+    assert list(table.index) == list(range(0, 21))

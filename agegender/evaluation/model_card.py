@@ -178,10 +178,10 @@ def blocks(root: Path | None = None, model: str = MODEL, which: dict | None = No
 
 def render(text: str, generated: dict[str, str]) -> str:
     for name, body in generated.items():
-        pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(\n<!-- END {name} -->)", re.S)
+        pattern = re.compile(rf"(<!-- BEGIN {name} -->\n)(?:.*?\n)?(<!-- END {name} -->)", re.S)
         if not pattern.search(text):
-            raise ValueError(f"MODEL_CARD.md has no block {name!r}")
-        text = pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+            raise ValueError(f"no block {name!r} to fill")
+        text = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
     return text
 
 
