@@ -274,9 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="versions, bundled weights and their hashes")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
+    from .cli_check import register_cli as register_check
+
+    register_check(sub)
 
     try:
-        from .evaluate import register_cli
+        from .evaluation.cli_args import register_cli
     except ImportError:  # evaluation extras missing: predict and info still work
         pass
     else:

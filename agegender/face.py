@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .groups import p_at_least as _p_at_least
+
+if TYPE_CHECKING:
+    from .age_check import AgeDecision
 
 
 @dataclass
@@ -16,8 +19,11 @@ class Face:
     """One face: where it is, and what the model thinks of its age and gender.
 
     ``age`` is the expected value of the age distribution ``age_probs`` (101 one-year bins, the last = 100+);
-    ``age_low``/``age_high`` bound its central 80 % (widened to contain ``age`` when the distribution is skewed);
-    ``groups`` sums the bins into the chosen preset's groups.
+    ``age_low``/``age_high`` bound its 80 % interval (widened to contain ``age`` when the distribution is skewed);
+    ``groups`` sums the bins into the chosen preset's groups. ``calibrated`` says whether ``age_probs`` and the
+    interval went through the model's validated calibration (:mod:`agegender.calibration`): then the interval
+    covered 80 % of validation faces in every predicted-age region and P(age ≥ t) was tempered to match the
+    observed frequencies; uncalibrated (untrained or custom weights) they are the network's raw numbers.
     """
 
     box: tuple[int, int, int, int]
@@ -32,6 +38,14 @@ class Face:
     p_female: float
     index: int = 0
     crop: np.ndarray | None = field(default=None, repr=False)  # the exact model input (RGB uint8), for display
+    calibrated: bool = False
+
+    def age_check(self, threshold: int = 18, buffer: int | None = None) -> "AgeDecision":
+        """Pass or ask for ID under the buffer policy of :mod:`agegender.age_check` (``buffer=None``: the
+        buffer validated for ``threshold``)."""
+        from .age_check import check
+
+        return check(self, threshold, buffer)
 
     def p_at_least(self, threshold: float) -> float:
         """P(age ≥ threshold) from the full distribution (not from the point estimate)."""

@@ -12,7 +12,6 @@ how. ``agegender/`` never imports Streamlit; these modules do. Uploaded images l
 * :mod:`app.exports`: CSV / JSON / zip downloads in the schema of :mod:`agegender.results` (as the CLI).
 * :mod:`app.samples`: example pictures built at runtime from scikit-image's astronaut.
 * :mod:`app.report_data`, :mod:`app.report_charts`: the model report page's data and charts.
-* :mod:`app.age_check`: the age-check policy of the age-check page.
 * :mod:`app.live`, :mod:`app.live_view`: the live camera's frame callback (worker thread) and its panel.
 * :mod:`app.video`: the video-file page's flow (upload, analyse with progress, downloads, track table).
 """

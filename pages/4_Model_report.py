@@ -15,6 +15,7 @@ import streamlit as st
 from app import report_charts as charts
 from app import report_data as data
 from app.settings import page_setup
+from agegender.paths import REPO_DIR
 
 settings = page_setup("Model report")
 st.title("Model report")
@@ -147,3 +148,12 @@ else:
         bars = bars.assign(who=["peer" if r.startswith("peer") else "agegender" for r in bars["report"]])
         st.altair_chart(charts.comparison_chart(bars), width="stretch")
     st.caption("One bar per report. Compare rows with the same dataset and mode: only those saw the same faces.")
+
+st.markdown("#### Model card")
+card = REPO_DIR / "MODEL_CARD.md"
+if card.is_file():
+    with st.expander("Intended use, data and licences, metrics by group, the age-check policy, calibration, "
+                     "known failure modes — and what the numbers do not promise", expanded=False):
+        st.markdown(card.read_text())
+else:
+    st.info("MODEL_CARD.md is missing from this checkout.")

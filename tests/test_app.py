@@ -31,7 +31,6 @@ from agegender import PRESETS, Estimator, Face  # noqa: E402
 from agegender.results import CSV_COLUMNS, crowd_summary  # noqa: E402
 from app import analysis, exports, report_data, samples  # noqa: E402
 from app import settings as app_settings  # noqa: E402
-from app.age_check import age_check  # noqa: E402
 from agegender.paths import data_root  # noqa: E402
 
 APP = str(REPO / "streamlit_app.py")
@@ -481,10 +480,10 @@ def test_age_check_policy_unit():
     probs[30] = 1.0
     face = Face(box=(0, 0, 10, 10), score=1.0, keypoints=np.zeros((6, 2)), age=30.0, age_low=30.0,
                    age_high=30.0, age_probs=probs, groups={"x": 1.0}, gender="male", p_female=0.1)
-    assert age_check(face, 18, 7).passed  # 30 ≥ 25 and 30 ≥ 18
-    assert not age_check(face, 25, 7).passed  # 30 < 32
+    assert face.age_check(18, 7).passed  # 30 ≥ 25 and 30 ≥ 18 (the page's decision is the library's)
+    assert not face.age_check(25, 7).passed  # 30 < 32
     face.age_low = 17.0
-    decision = age_check(face, 18, 7)
+    decision = face.age_check(18, 7)
     assert not decision.passed and "too uncertain" in decision.reason
     assert decision.p_at_least == pytest.approx(1.0)
 
@@ -578,3 +577,11 @@ def test_model_report_charts_one_bar_per_report_and_one_axis_per_family():
     for panel in panels:  # each chart (own y axis, own legend) holds one family's metrics only
         rows = next(iter(panel["datasets"].values()))
         assert {families[r["metric"]] for r in rows} == {panel["title"]}
+
+
+def test_model_report_shows_the_model_card():
+    at = open_page(REPORT)
+    card = (REPO / "MODEL_CARD.md").read_text()
+    shown = [m.value for m in at.markdown if m.value.strip() == card.strip()]
+    assert shown, "the model card is rendered on the model report page"
+    assert "not promise" in card

@@ -250,3 +250,10 @@ def test_subset_is_seeded_and_keeps_order():
     assert a == b and a == sorted(a) and len(set(a)) == 10
     assert subset(items, 10, seed=4) != a
     assert subset(items, None, seed=3) == items and subset(items, 500, seed=3) == items
+
+
+def test_evaluate_arguments_name_the_real_chip_framings():
+    from agegender.chips import CHIP_FRAMINGS
+    from agegender.evaluation import cli_args
+
+    assert cli_args.CHIP_FRAMINGS == CHIP_FRAMINGS

@@ -1,0 +1,102 @@
+"""The age-check decision ("is this person at least t?"): pass, or ask for ID — one rule for the library, the
+``agegender check`` command, the app's age-check page and the policy measurements.
+
+Rule (a buffer policy, like "Challenge 25" in UK retail): **pass** only if both hold, otherwise **ask for ID**:
+
+1. the estimated (expected) age is at least ``t + buffer``: a photo-based estimate is off by years, and it
+   overestimates young faces (regression to the mean), so it has to clear the threshold by a margin;
+2. the lower end of the calibrated 80 % interval is at least ``t`` (the model gives at most about 10 % that the
+   person is younger than ``t``).
+
+The default buffers are not guesses: :data:`DEFAULT_BUFFERS` holds, per threshold, the smallest buffer that kept
+the false-pass rate of people 1-5 years under ``t`` at or below 1 % on the validation splits (UTKFace val
+crops + All-Age-Faces val photos, bundled EfficientNet-Lite0, calibrated). At t = 18 no buffer up to 20 met
+that bar (one 16-year-old of 95 was estimated 47), so 18's default is the smallest buffer with the fewest false
+passes (1 of 95). ``reports/age-assurance-efficientnet_lite0/`` has the measurement and the test-split table;
+``tests/test_model_card.py`` checks code, reports and MODEL_CARD.md agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .face import Face
+
+# threshold -> buffer (years), chosen on validation (see the module docstring); keep in step with
+# reports/age-assurance-efficientnet_lite0/choice.json
+DEFAULT_BUFFERS: dict[int, int] = {18: 16, 21: 17, 25: 14}
+DEFAULT_THRESHOLD = 18
+EXIT_PASS, EXIT_ASK_FOR_ID = 0, 3
+
+
+def default_buffer(threshold: float) -> int:
+    """The validated buffer for ``threshold``; for a threshold that was not measured, the largest validated one
+    (a careful default: the measured ones only vouch for themselves)."""
+    return DEFAULT_BUFFERS.get(int(threshold), max(DEFAULT_BUFFERS.values()))
+
+
+def passes(age: np.ndarray | float, age_low: np.ndarray | float, threshold: float, buffer: float
+           ) -> np.ndarray | bool:
+    """The rule on arrays (or scalars): expected age >= t + buffer and interval low end >= t."""
+    out = (np.asarray(age) >= threshold + buffer) & (np.asarray(age_low) >= threshold)
+    return bool(out) if np.ndim(out) == 0 else out
+
+
+@dataclass(frozen=True)
+class AgeDecision:
+    """The outcome for one face: ``passed`` (else ask for ID), the numbers behind it, and the reason in words."""
+
+    passed: bool
+    threshold: int
+    buffer: int
+    p_at_least: float
+    age: float
+    age_low: float
+    age_high: float
+    calibrated: bool
+    reason: str
+
+    @property
+    def decision(self) -> str:
+        return "pass" if self.passed else "ask_for_id"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["decision"] = self.decision
+        for key in ("p_at_least", "age", "age_low", "age_high"):
+            out[key] = round(float(out[key]), 4 if key == "p_at_least" else 1)
+        return out
+
+
+def check(face: "Face", threshold: int = DEFAULT_THRESHOLD, buffer: int | None = None) -> AgeDecision:
+    """Decide for one :class:`~agegender.Face` (``buffer=None``: :func:`default_buffer`)."""
+    if buffer is None:
+        buffer = default_buffer(threshold)
+    if buffer < 0:
+        raise ValueError(f"buffer must be >= 0 years, not {buffer}")
+    need = threshold + buffer
+    point_ok = face.age >= need
+    low_ok = face.age_low >= threshold
+    if point_ok and low_ok:
+        reason = f"estimated {face.age:.0f} ≥ {need} and the interval starts at {face.age_low:.0f} ≥ {threshold}"
+    elif not point_ok:
+        reason = f"estimated {face.age:.0f} is under {threshold} + {buffer} = {need}"
+    else:
+        reason = f"the interval starts at {face.age_low:.0f}, under {threshold}: too uncertain"
+    return AgeDecision(bool(point_ok and low_ok), int(threshold), int(buffer), face.p_at_least(threshold),
+                       float(face.age), float(face.age_low), float(face.age_high),
+                       bool(getattr(face, "calibrated", False)), reason)
+
+
+def summary(decisions: list[AgeDecision]) -> str:
+    """"2 of 6 need ID" (or "all 6 pass" / "no face"), for a group photo."""
+    if not decisions:
+        return "no face"
+    ask = sum(not d.passed for d in decisions)
+    if ask == 0:
+        return f"all {len(decisions)} pass" if len(decisions) > 1 else "1 of 1 passes"
+    return f"{ask} of {len(decisions)} need{'s' if ask == 1 else ''} ID"

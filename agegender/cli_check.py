@@ -1,0 +1,114 @@
+"""``agegender check PATH... --min-age 18 [--buffer B] [--json]``: pass or ask for ID, per face.
+
+For scripts and kiosks: exit code 0 if every face passes, 3 if any face needs ID (or an image shows no face:
+nothing was verified), 1 if an image could not be read or the model could not be loaded (errors win over 3;
+2 is argparse's bad usage). The decision is :meth:`agegender.Face.age_check`, the same as the app's age-check
+page; ``--json`` prints one record per image like ``agegender predict --json``, each face with an ``age_check``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from .age_check import EXIT_ASK_FOR_ID, EXIT_PASS, default_buffer, summary
+from .cli_options import add_tta_arguments
+from .errors import AgeGenderError
+
+EXIT_ERROR = 1
+
+
+def _records(estimator: Any, files: list, threshold: int, buffer: int | None, crops: bool) -> list[dict[str, Any]]:
+    from .imageio import load_image
+
+    records = []
+    for path in files:
+        record: dict[str, Any] = {"file": str(path), "width": None, "height": None, "faces": [], "error": None,
+                                  "decision": None, "summary": None}
+        try:
+            rgb = load_image(path)
+            record["height"], record["width"] = int(rgb.shape[0]), int(rgb.shape[1])
+            faces = estimator.predict_crops([rgb]) if crops else estimator.predict(rgb, keep_crops=False)
+        except AgeGenderError as exc:
+            record["error"], record["decision"] = str(exc), "error"
+            records.append(record)
+            continue
+        decisions = [f.age_check(threshold, buffer) for f in faces]
+        record["faces"] = [{**f.to_dict(), "age_check": d.to_dict()} for f, d in zip(faces, decisions)]
+        record["decision"] = "pass" if decisions and all(d.passed for d in decisions) else "ask_for_id"
+        record["summary"] = summary(decisions) if decisions else "no face found: ask for ID"
+        records.append(record)
+    return records
+
+
+def _print_text(records: list[dict[str, Any]], threshold: int, out) -> None:
+    for rec in records:
+        if rec["error"]:
+            print(f"{rec['file']}: ERROR {rec['error']}", file=out)
+            continue
+        print(f"{rec['file']}: {rec['summary']}", file=out)
+        for face in rec["faces"]:
+            d = face["age_check"]
+            word = "PASS" if d["passed"] else "ASK FOR ID"
+            print(f"  #{face['index']} {word}: P(age ≥ {threshold}) {d['p_at_least']:.0%}, age {d['age']:.0f} "
+                  f"(80 % interval {d['age_low']:.0f}-{d['age_high']:.0f}{'' if d['calibrated'] else ', uncalibrated'})"
+                  f": {d['reason']}", file=out)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .cli import _build_estimator, expand_paths
+
+    if args.buffer is not None and args.buffer < 0:
+        print("agegender check: error: --buffer must be >= 0", file=sys.stderr)
+        return EXIT_ERROR
+    files = expand_paths(args.paths, args.recursive)
+    if not files:
+        print("agegender check: no image files found in the given paths", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        estimator = _build_estimator(args)
+    except (AgeGenderError, ValueError, RuntimeError) as exc:
+        print(f"agegender check: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        records = _records(estimator, files, args.min_age, args.buffer, args.crops)
+    finally:
+        estimator.close()
+    if args.json:
+        json.dump(records, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        buffer = default_buffer(args.min_age) if args.buffer is None else args.buffer
+        print(f"policy: pass if estimated age ≥ {args.min_age} + {buffer} and the 80 % interval starts at "
+              f"≥ {args.min_age}")
+        _print_text(records, args.min_age, sys.stdout)
+    for rec in records:
+        if rec["error"]:
+            print(f"agegender check: {rec['error']}", file=sys.stderr)
+    if any(r["error"] for r in records):
+        return EXIT_ERROR
+    return EXIT_PASS if all(r["decision"] == "pass" for r in records) else EXIT_ASK_FOR_ID
+
+
+def register_cli(sub: Any) -> argparse.ArgumentParser:
+    """Add ``check`` to the ``agegender`` CLI (``sub`` is its subparsers object)."""
+    p = sub.add_parser("check", help="age check: pass or ask for ID for every face (exit 0 all pass, 3 any needs ID)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders of images")
+    p.add_argument("--min-age", type=int, default=18, help="the age t to check (default 18)")
+    p.add_argument("--buffer", type=int, default=None,
+                   help="years above t the estimate must reach (default: the buffer validated for t)")
+    p.add_argument("--json", action="store_true", help="print one JSON record per image")
+    p.add_argument("--crops", action="store_true", help="each input is a face chip with one face")
+    p.add_argument("--recursive", action="store_true", help="look for images in sub-folders too")
+    p.add_argument("--model", default=None, help="backbone (default: the bundled default model)")
+    p.add_argument("--weights", default=None, help="a .safetensors file instead of the bundled weights")
+    p.add_argument("--untrained", action="store_true", help=argparse.SUPPRESS)  # tests only: random weights
+    p.add_argument("--detector", choices=("auto", "short", "full"), default="auto")
+    p.add_argument("--min-score", type=float, default=0.5, help="minimum face detection score (0-1)")
+    p.add_argument("--device", default="cpu")
+    add_tta_arguments(p)
+    p.set_defaults(func=cmd_check, groups="fairface9", min_face_size=0, max_faces=None)
+    return p

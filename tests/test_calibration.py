@@ -1,0 +1,154 @@
+"""Calibration: the pure functions of agegender.calibration and the fitting/measuring of
+agegender.evaluation.calibration, on hand-made and synthetic distributions with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agegender.calibration import Calibration, apply_calibration, pit, quantile, temper
+from agegender.evaluation.calibration import (
+    choose_regions, conformal_levels, coverage, fit_calibration, fit_temperature, reliability,
+)
+
+AGES = np.arange(101)
+
+
+def gaussian(mu: float, sd: float) -> np.ndarray:
+    p = np.exp(-0.5 * ((AGES - mu) / sd) ** 2)
+    return p / p.sum()
+
+
+def one_hot(age: int) -> np.ndarray:
+    p = np.zeros(101)
+    p[age] = 1.0
+    return p
+
+
+def test_temperature_one_is_identity_and_above_one_widens():
+    p = gaussian(30, 4)
+    assert np.allclose(temper(p, 1.0), p)
+    wide = temper(p, 4.0)  # p ** (1/4) of a Gaussian is a Gaussian with twice the sd
+    assert np.allclose(wide, gaussian(30, 8), atol=1e-9)
+    assert np.allclose(temper(one_hot(40), 3.0), one_hot(40), atol=1e-9)
+
+
+def test_pit_and_quantile_on_the_continuous_axis():
+    p = one_hot(30)  # all mass spread uniformly over [29.5, 30.5]
+    assert pit(p[None], [30])[0] == pytest.approx(0.5)
+    assert pit(p[None], [29])[0] == pytest.approx(0.0)
+    assert pit(p[None], [31])[0] == pytest.approx(1.0)
+    assert quantile(p[None], 0.5)[0] == pytest.approx(30.0)
+    assert quantile(p[None], 0.25)[0] == pytest.approx(29.75)
+    two = np.zeros(101)
+    two[[20, 40]] = 0.5
+    assert quantile(two[None], 0.25)[0] == pytest.approx(20.0)
+    assert quantile(two[None], 0.75)[0] == pytest.approx(40.0)
+
+
+def test_identity_calibration_is_the_central_80_percent():
+    probs, low, high = apply_calibration(gaussian(50, 10)[None], None)
+    # 10th / 90th percentile of N(50, 10): 50 -/+ 12.8
+    assert low[0] == pytest.approx(37.2, abs=0.2)
+    assert high[0] == pytest.approx(62.8, abs=0.2)
+    assert np.allclose(probs[0], gaussian(50, 10))
+
+
+def test_interval_contains_the_expected_age_of_a_two_peaked_distribution():
+    p = np.zeros(101)
+    p[28], p[100] = 0.95, 0.05  # mean 31.6, central 80 % inside the 28 bin
+    _, low, high = apply_calibration(p[None], None)
+    assert low[0] <= 31.6 <= high[0]
+
+
+def test_calibration_round_trips_and_rejects_nonsense():
+    cal = Calibration(1.3, (0.0, 20.0), (0.05, 0.12), (0.9, 0.93), fitted_on="x")
+    assert Calibration.from_dict(cal.to_dict()) == cal
+    assert list(cal.region_of(np.array([5.0, 19.9, 20.0, 80.0]))) == [0, 0, 1, 1]
+    with pytest.raises(ValueError):
+        Calibration(temperature=0.0)
+    with pytest.raises(ValueError):
+        Calibration(edges=(0.0,), low_levels=(0.9,), high_levels=(0.1,))
+
+
+def test_conformal_levels_are_the_order_statistics():
+    u = np.arange(1, 100) / 100  # 0.01 … 0.99, n = 99
+    a, b = conformal_levels(u, 0.8)
+    assert a == pytest.approx(0.10)  # rank floor(100 * 0.1) = 10
+    assert b == pytest.approx(0.90)  # rank ceil(100 * 0.9) = 90
+    assert conformal_levels(np.array([]), 0.8) == (pytest.approx(0.1), pytest.approx(0.9))
+
+
+def test_reliability_of_hand_made_probabilities():
+    r = reliability(np.array([0.05, 0.05, 0.95, 0.95]), np.array([0, 1, 1, 1]))
+    assert r["ece"] == pytest.approx(0.5 * 0.45 + 0.5 * 0.05)
+    assert r["bins"][0]["count"] == 2 and r["bins"][0]["observed"] == pytest.approx(0.5)
+
+
+def test_coverage_counts_and_decades():
+    c = coverage(np.array([5, 15, 15, 30]), np.array([4.0, 10.0, 16.0, 20.0]), np.array([6.0, 20.0, 20.0, 29.5]))
+    assert c["coverage"] == pytest.approx(0.5) and c["below"] == pytest.approx(0.25)
+    assert c["decade"]["10-19"] == {"n": 2, "coverage": 0.5, "width": 7.0}
+
+
+def test_region_merging_keeps_enough_faces_per_region():
+    pred = np.concatenate([np.full(300, 25.0), np.full(300, 45.0), np.full(20, 75.0)])
+    assert choose_regions(pred, (0, 10, 20, 30, 40, 50, 60, 70), 100) == [0.0, 40.0]
+
+
+def _synthetic(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """An over-confident model whose over-confidence depends on age: it says N(mu, 3) while the truth is
+    N(mu, 5) under 40 and N(mu, 9) from 40 on (like real faces: older ages are harder)."""
+    mu = rng.uniform(12, 75, n)
+    sd = np.where(mu < 40, 5.0, 9.0)
+    ages = np.clip(np.rint(rng.normal(mu, sd)), 0, 100).astype(int)
+    return np.stack([gaussian(m, 3.0) for m in mu]), ages
+
+
+def test_conformal_interval_covers_80_percent_per_region_on_fresh_data():
+    rng = np.random.default_rng(0)
+    cal_probs, cal_ages = _synthetic(rng, 6000)
+    params = fit_calibration(cal_probs, cal_ages, edges=(0, 40), min_count=100)
+    probs, ages = _synthetic(rng, 8000)
+    _, raw_low, raw_high = apply_calibration(probs, None)
+    raw_cover = ((raw_low <= ages) & (ages <= raw_high)).mean()
+    assert raw_cover < 0.7  # the raw interval is far too narrow
+    _, low, high = apply_calibration(probs, params)
+    inside = (low <= ages) & (ages <= high)
+    pred = probs @ AGES
+    for region in (pred < 40, pred >= 40):
+        assert inside[region].mean() == pytest.approx(0.8, abs=0.025)
+
+
+def test_fit_temperature_recovers_a_known_temperature():
+    rng = np.random.default_rng(1)
+    probs = np.stack([gaussian(m, 3.0) for m in rng.uniform(15, 70, 3000)])
+    truth = temper(probs, 2.0)  # the true distribution is the model's at T = 2
+    ages = np.array([rng.choice(101, p=p) for p in truth])
+    assert fit_temperature(probs, ages) == pytest.approx(2.0, rel=0.08)
+
+
+def test_bundled_estimator_applies_the_manifest_calibration(astronaut):
+    from agegender import Estimator
+    from agegender.weights import model_entry
+
+    entry = model_entry("efficientnet_lite0")[1]
+    assert "calibration" in entry, "the bundled default model ships its validated calibration"
+    calibrated, raw = Estimator("efficientnet_lite0", scale_tta=False), Estimator("efficientnet_lite0",
+                                                                                   scale_tta=False, calibrate=False)
+    try:
+        (c,), (r,) = calibrated.predict(astronaut), raw.predict(astronaut)
+    finally:
+        calibrated.close()
+        raw.close()
+    assert c.calibrated and not r.calibrated
+    probs, low, high = apply_calibration(r.age_probs[None], entry["calibration"])
+    assert np.allclose(c.age_probs, probs[0], atol=1e-9)
+    assert c.age == pytest.approx(float(probs[0] @ AGES))
+    assert (c.age_low, c.age_high) == (pytest.approx(low[0]), pytest.approx(high[0]))
+    assert c.age_low <= c.age <= c.age_high
+    untrained = Estimator("efficientnet_lite0", weights=None)
+    try:
+        assert untrained.calibration is None  # calibration belongs to the weights it was fitted for
+    finally:
+        untrained.close()
