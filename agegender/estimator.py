@@ -28,7 +28,7 @@ from .errors import WeightsError
 from .face import Face
 from .groups import DEFAULT_PRESET, GroupPreset, age_interval, expected_age, get_preset
 from .imageio import ImageInput, load_image
-from .models import AgeGenderNet
+from .models import AgeGenderNet, net_options
 from .weights import default_backbone, load_state_dict, model_entry
 
 FALLBACK_BACKBONE = "resnet50"
@@ -92,8 +92,8 @@ class Estimator:
         self.weights_info: dict = {}
         self.trained = False
         bundled = model_entry(model, weights_dir) if isinstance(weights, str) and weights == "bundled" else None
-        input_size = int(bundled[1]["input_size"]) if bundled and bundled[1].get("input_size") else None
-        self.net = AgeGenderNet(model, dropout=0.0, input_size=input_size)
+        # Input size, layout and normalisation as recorded with the weights (manifest entry or file metadata).
+        self.net = AgeGenderNet(model, dropout=0.0, **net_options(bundled[1] if bundled else weights))
         self._load_weights(weights)
         self.net.eval().to(self.device)
         if self.device.type == "cpu":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import math
 import os
@@ -19,7 +20,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -30,12 +31,15 @@ from tqdm import tqdm
 from agegender.models import AgeGenderNet
 
 from . import checkpoint, distributed
+from .aflw import NAME as AFLW
 from .augment import Normalize, eval_transform, mixup, train_transform
 from .config import resolve
 from .data import EpochSampler, EvalCrops, TrainCrops, cache_context, load_split, make_loader
 from .distributed import Dist
 from .ema import ModelEMA
+from .init_weights import env_path, initialise
 from .losses import AgeGenderLoss, decade_weights
+from .netconfig import net_kwargs, resolve_layout, resolve_normalization
 from .runlog import append_metrics, plot_curves, setup_logger
 from .validation import shard, validate
 
@@ -49,17 +53,40 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(cfg: argparse.Namespace, log: logging.Logger) -> AgeGenderNet:
-    """AgeGenderNet from ``cfg``; ``pretrained=None`` means ImageNet weights when the backbone has them."""
+def build_model(cfg: argparse.Namespace, log: logging.Logger, is_main: bool = True) -> AgeGenderNet:
+    """AgeGenderNet from ``cfg``; ``pretrained=None`` means ImageNet weights when the backbone has them.
+
+    ``--init msra|torchvision`` (ResNet-50) loads ImageNet weights from :mod:`train.init_weights` instead, with
+    the layout and normalisation those weights were trained under; ``cfg.layout``/``cfg.normalization`` are
+    resolved here and saved with the run, so export records them and inference rebuilds the same network."""
+    if cfg.init_from and not cfg.resume:  # a fine-tune keeps its parent's network unless told otherwise
+        parent = torch.load(cfg.init_from, map_location="cpu", weights_only=True, mmap=True)["config"]
+        for key in ("layout", "normalization"):
+            if getattr(cfg, key) in (None, "auto") and parent.get(key):
+                setattr(cfg, key, parent[key])
+    cfg.layout = resolve_layout(cfg.backbone, cfg.layout, cfg.init)
+    cfg.normalization = resolve_normalization(cfg.normalization, cfg.init)
+    kwargs = net_kwargs(vars(cfg))
+    if cfg.init != "none":
+        if cfg.pretrained and not cfg.resume:
+            raise SystemExit("--init and --pretrained both choose ImageNet weights: give one")
+        net = AgeGenderNet(cfg.backbone, dropout=cfg.dropout, pretrained=False, **kwargs)
+        if not cfg.resume:  # a resumed run restores its own weights
+            report = initialise(net, cfg.init, env_path(cfg.init_path))
+            log.info(report.summary())
+            if is_main:
+                (Path(cfg.out) / "init_report.json").write_text(json.dumps(report.as_dict(), indent=1) + "\n")
+        cfg.pretrained = True
+        return net
     if cfg.pretrained is None:
         try:
-            net = AgeGenderNet(cfg.backbone, dropout=cfg.dropout, pretrained=True, input_size=cfg.input_size)
+            net = AgeGenderNet(cfg.backbone, dropout=cfg.dropout, pretrained=True, **kwargs)
             cfg.pretrained = True
             return net
         except ValueError as exc:  # the backbone's factory refuses pretrained=True
             log.info(f"{exc}: training from scratch")
             cfg.pretrained = False
-    return AgeGenderNet(cfg.backbone, dropout=cfg.dropout, pretrained=cfg.pretrained, input_size=cfg.input_size)
+    return AgeGenderNet(cfg.backbone, dropout=cfg.dropout, pretrained=cfg.pretrained, **kwargs)
 
 
 def init_from(net: AgeGenderNet, path: Path, cfg: argparse.Namespace) -> dict[str, Any]:
@@ -71,6 +98,11 @@ def init_from(net: AgeGenderNet, path: Path, cfg: argparse.Namespace) -> dict[st
     # convolutional with global pooling, so the same weights fit any resolution and only need fine-tuning to it.
     if parent_cfg["backbone"] != cfg.backbone:
         raise SystemExit(f"--init-from: {path} has backbone {parent_cfg['backbone']!r}, this run {cfg.backbone!r}")
+    parent_net = net_kwargs(parent_cfg)
+    if (parent_net["backbone_options"], parent_net["normalization"]) != (net.backbone_options, net.normalization):
+        raise SystemExit(f"--init-from: {path} was trained with layout/normalisation {parent_net['backbone_options']}"
+                         f" {parent_net['normalization']}, this run has {net.backbone_options} {net.normalization}: "
+                         "pass the parent's --layout and --normalization (or --init)")
     net.load_state_dict(checkpoint.validated_weights(state), strict=True)
     return {"checkpoint": str(path), "weights": checkpoint.weights_kind(state),
             "input_size": parent_cfg["input_size"],
@@ -80,11 +112,44 @@ def init_from(net: AgeGenderNet, path: Path, cfg: argparse.Namespace) -> dict[st
             "parent": state.get("parent")}
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and normalisation parameters (1-D tensors): decaying them only hurts."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+PART_ALIASES = {"stem": ("backbone.conv1.", "backbone.bn1."), "heads": ("age_head.", "gender_head."),
+                **{f"layer{i}": (f"backbone.layer{i}.",) for i in range(1, 5)}}
+
+
+def part_prefixes(part: str) -> tuple[str, ...]:
+    """Parameter-name prefixes of a ``--lr-mult``/``--freeze`` part: an alias (stem, layer1-4, heads) or a prefix."""
+    return PART_ALIASES.get(part, (part,))
+
+
+def matched_part(name: str, parts: Iterable[str]) -> str | None:
+    """The part whose prefix matches parameter ``name`` longest (``None``: no part matches). A prefix matches
+    whole name components, with or without the leading ``backbone.``."""
+    best, length = None, -1
+    for part in parts:
+        for prefix in part_prefixes(part):
+            prefix = prefix if prefix.endswith(".") else prefix + "."
+            for candidate in (prefix, "backbone." + prefix):
+                if (name + ".").startswith(candidate) and len(candidate) > length:
+                    best, length = part, len(candidate)
+    return best
+
+
+def param_groups(model: nn.Module, weight_decay: float, lr: float = 1.0,
+                 lr_mult: dict[str, float] | None = None) -> list[dict]:
+    """One group per (learning-rate factor, decay): no weight decay on biases and normalisation parameters
+    (1-D tensors), since decaying them only hurts; ``lr_mult`` gives pretrained stages a smaller learning rate
+    than the fresh layer4 and heads (transfer learning keeps what ImageNet taught the early layers)."""
+    lr_mult = lr_mult or {}
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    unmatched = set(lr_mult)
+    for name, p in model.named_parameters():
+        part = matched_part(name, lr_mult)
+        unmatched.discard(part)
+        groups.setdefault((lr_mult.get(part, 1.0), p.ndim > 1), []).append(p)
+    if unmatched:
+        raise SystemExit(f"--lr-mult: no parameter matches {', '.join(sorted(unmatched))}")
+    return [{"params": params, "weight_decay": weight_decay if decay else 0.0, "lr": lr * mult, "lr_mult": mult}
+            for (mult, decay), params in sorted(groups.items(), key=lambda kv: (-kv[0][0], not kv[0][1]))]
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable[[int], float]:
@@ -141,7 +206,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
             torch.set_float32_matmul_precision("high")
 
-        self.net = build_model(cfg, self.log)
+        self.net = build_model(cfg, self.log, ctx.is_main)
         cfg.input_size = self.net.input_size
         self.parent: dict[str, Any] | None = None
         if cfg.init_from and not cfg.resume:  # a resumed run restores its own weights below
@@ -152,14 +217,16 @@ class Trainer:
         self.normalize = Normalize(self.net.mean, self.net.std, channels_last=True).to(ctx.device)
         self._build_data()
         self.ema = ModelEMA(self.net, cfg.ema) if cfg.ema > 0 else None
-        self.optimizer = torch.optim.AdamW(param_groups(self.net, cfg.weight_decay), lr=cfg.lr,
-                                           fused=ctx.device.type == "cuda")
+        self.optimizer = torch.optim.AdamW(param_groups(self.net, cfg.weight_decay, cfg.lr, cfg.lr_mult),
+                                           lr=cfg.lr, fused=ctx.device.type == "cuda")
         self.total_steps = cfg.epochs * self.steps_per_epoch
+        self._setup_freeze()
         warmup = min(round(cfg.warmup_epochs * self.steps_per_epoch), self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(self.total_steps, max(warmup, 1), cfg.min_lr_ratio))
         self.autocast, self.scaler, cfg.precision = autocast_and_scaler(ctx.device, cfg.precision)
-        balance = decade_weights(np.concatenate([s.ages for s in self.train_splits])) if cfg.balance else None
+        balance = decade_weights(np.concatenate([s.ages for s in self.train_splits + self.gender_train])) \
+            if cfg.balance else None
         self.loss_fn = AgeGenderLoss(cfg.age_sigma, cfg.age_loss, cfg.gender_smoothing, cfg.gender_weight,
                                      balance, cfg.age_l1).to(ctx.device)
 
@@ -172,6 +239,13 @@ class Trainer:
         self.commands.append(shlex.join(["python", "-m", "train", *argv])
                              + (f"  # torchrun, world size {ctx.world_size}" if ctx.enabled else ""))
 
+        self._set_frozen(self.step < self.freeze_steps)
+        self._wrap()
+
+    def _wrap(self) -> None:
+        """``self.model``: the network, under DDP and/or torch.compile. Rebuilt when frozen parts thaw: DDP only
+        synchronises the parameters that required gradients when it was built."""
+        cfg, ctx = self.cfg, self.ctx
         self.model: nn.Module = self.net
         if ctx.enabled:
             self.model = DistributedDataParallel(self.net, device_ids=[ctx.local_rank] if ctx.device.type == "cuda"
@@ -179,16 +253,40 @@ class Trainer:
         if cfg.compile:
             self.model = torch.compile(self.model)
 
+    def _setup_freeze(self) -> None:
+        """Parameters and BatchNorms of the ``--freeze`` parts, frozen for the first ``--freeze-epochs``: the fresh
+        layer4 and heads settle before their random gradients reach the ImageNet stages (and, on a CPU, those
+        steps skip the backward pass through the frozen stages)."""
+        cfg = self.cfg
+        self.freeze_steps = round(cfg.freeze_epochs * self.steps_per_epoch) if cfg.freeze else 0
+        self.frozen_params = [p for n, p in self.net.named_parameters() if matched_part(n, cfg.freeze)]
+        self.frozen_norms = [m for n, m in self.net.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                             and matched_part(n + ".weight", cfg.freeze)]
+        if cfg.freeze and not self.frozen_params:
+            raise SystemExit(f"--freeze: no parameter matches {', '.join(cfg.freeze)}")
+        self.frozen = False
+
+    def _set_frozen(self, frozen: bool) -> None:
+        if frozen == self.frozen and not frozen:
+            return
+        for p in self.frozen_params:
+            p.requires_grad_(not frozen)
+        self.frozen = frozen
+
     # ------------------------------------------------------------------ setup
     def _build_data(self) -> None:
         cfg, ctx = self.cfg, self.ctx
         cache = Path(cfg.cache)
         self.train_splits = [load_split(cache, s, "train", cfg.limit_train, cfg.seed) for s in cfg.sets]
         self.val_splits = [load_split(cache, s, "val", cfg.limit_val, cfg.seed) for s in cfg.sets]
+        # Gender-only faces in the wild (python -m train.aflw): extra training crops and/or their own val set.
+        self.gender_train = [load_split(cache, AFLW, "train", cfg.limit_train, cfg.seed)] if cfg.aflw_train else []
+        self.gender_val = [load_split(cache, AFLW, "val", cfg.limit_val, cfg.seed)] if cfg.aflw_val else []
         crop = self.train_splits[0].crop_size
-        if any(s.crop_size != crop for s in self.train_splits + self.val_splits):
+        if any(s.crop_size != crop for s in self.train_splits + self.val_splits + self.gender_train + self.gender_val):
             raise SystemExit(f"{cache}: the sets were cached at different crop sizes; rebuild it with one --size")
-        self.train_set = TrainCrops(self.train_splits, train_transform(crop, cfg.input_size), cfg.seed)
+        self.train_set = TrainCrops(self.train_splits + self.gender_train,
+                                    train_transform(crop, cfg.input_size, cfg.augment), cfg.seed)
         self.sampler = EpochSampler(self.train_set, ctx.world_size, ctx.rank, cfg.seed)
         self.steps_per_epoch = self.sampler.num_samples // cfg.batch_size
         if self.steps_per_epoch == 0:
@@ -204,7 +302,7 @@ class Trainer:
         evaluate = eval_transform(crop, context, cfg.input_size)
         # Validation crops need no augmentation: reading them in the main process costs less than more workers.
         self.val_loaders = {s.dataset: make_loader(shard(EvalCrops([s], evaluate), ctx), 2 * cfg.batch_size, 0, pin)
-                            for s in self.val_splits}
+                            for s in self.val_splits + self.gender_val}
 
     def data_summary(self) -> dict[str, Any]:
         return {split.dataset: {"train_crops": len(split), "val_crops": len(val),
@@ -263,6 +361,12 @@ class Trainer:
     def train_step(self, images: torch.Tensor, ages: torch.Tensor, genders: torch.Tensor) -> torch.Tensor:
         """One optimizer step; returns the detached (total, age, gender) losses."""
         device = self.ctx.device
+        if self.frozen and self.step >= self.freeze_steps:
+            self._set_frozen(False)
+            self._wrap()
+            self.log.info(f"step {self.step}: unfroze {', '.join(self.cfg.freeze)}")
+        for m in self.frozen_norms if self.frozen else ():
+            m.eval()  # keep the ImageNet statistics of frozen stages (validation puts the model back in train mode)
         images = images.to(device, non_blocking=True).float()
         age_t, gender_t, weight = self.loss_fn.targets(ages.to(device, non_blocking=True),
                                                        genders.to(device, non_blocking=True))
@@ -352,6 +456,8 @@ class Trainer:
             if improved:
                 shutil.copyfile(self.out / checkpoint.LAST, self.out / checkpoint.BEST)
             per_set = ", ".join(f"{s} {metrics[f'val_mae_{s}']:.2f}" for s in cfg.sets)
+            if f"val_gender_acc_{AFLW}" in metrics:
+                per_set += f"; AFLW gender acc {metrics[f'val_gender_acc_{AFLW}']:.4f}"
             self.log.info(f"epoch {epoch_label} step {self.step}: loss {train[0]:.4f} (age {train[1]:.4f}, gender "
                           f"{train[2]:.4f}) | val MAE {metrics['val_mae']:.3f} ({per_set}), gender acc "
                           f"{metrics['val_gender_acc']:.4f}, ±5 {metrics['val_within_5']:.4f}"
