@@ -228,3 +228,40 @@ def test_msra_run_with_aflw_exports_what_the_app_rebuilds(cache, tmp_path):
             assert np.abs(probs @ np.arange(101) - expected.numpy()).max() < 0.05
         finally:
             est.close()
+
+
+# -------------------------------------------------------------------------------------------------- distillation
+def test_distillation_adds_the_teachers_cross_entropy():
+    plain, distilled = AgeGenderLoss(), AgeGenderLoss(distill_weight=0.5)
+    age_t, gender_t, weight = plain.targets(torch.tensor([30, 60]), torch.tensor([0, 1]))
+    logits = torch.randn(2, 101, generator=torch.Generator().manual_seed(0))
+    teacher = torch.softmax(torch.randn(2, 101, generator=torch.Generator().manual_seed(1)), 1)
+    _, base, _ = plain(logits, torch.zeros(2), age_t, gender_t, weight)
+    _, with_teacher, _ = distilled(logits, torch.zeros(2), age_t, gender_t, weight, teacher)
+    ce = -(teacher * torch.log_softmax(logits, 1)).sum(1).mean()
+    assert float(with_teacher) == pytest.approx(float(base + 0.5 * ce), rel=1e-5)
+    _, no_teacher_rows, _ = distilled(logits, torch.zeros(2), age_t, gender_t, weight, torch.zeros(2, 101))
+    assert float(no_teacher_rows) == pytest.approx(float(base))  # faces without targets (AFLW) add nothing
+    with pytest.raises(ValueError):
+        AgeGenderLoss(distill_weight=-1)
+
+
+@pytest.mark.data
+def test_distillation_targets_and_a_distilled_run(cache, tmp_path):
+    from train.distill import compute, teacher_file
+
+    if not (WEIGHTS_DIR / "MANIFEST.json").is_file():
+        pytest.skip("needs the bundled weights")
+    compute(cache, ("utkface",), limit=None, log=lambda _: None)
+    targets = np.load(teacher_file(cache, "utkface"))
+    labels = np.loadtxt(cache / "utkface_train.csv", delimiter=",", skiprows=1, usecols=1)
+    assert targets.shape == (len(labels), 102) and targets.dtype == np.float16
+    np.testing.assert_allclose(targets[:, :101].astype(np.float64).sum(1), 1.0, atol=0.02)
+    teacher_age = targets[:, :101].astype(np.float64) @ np.arange(101)
+    # The bundled model is a real one: its expected ages track the labels (MAE far below predicting the mean).
+    assert np.abs(teacher_age - labels).mean() < 0.6 * np.abs(labels - labels.mean()).mean()
+    out = tmp_path / "distilled"
+    main(["--sets", "utkface", "--backbone", "efficientnet_lite0", "--no-pretrained", "--batch-size", "8",
+          "--workers", "0", "--cache", str(cache), "--out", str(out), "--max-steps", "2", "--distill-weight", "1.0",
+          "--mixup", "0.2"])
+    assert checkpoint.load(out / "last.pt")["config"]["distill_weight"] == 1.0

@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     loss.add_argument("--gender-weight", type=float, default=1.0, help="loss = age + this × gender")
     loss.add_argument("--balance", action=argparse.BooleanOptionalAction, default=False,
                       help="weight samples by inverse frequency of their age decade")
+    loss.add_argument("--distill-weight", type=float, default=0.0, metavar="WEIGHT",
+                      help="add WEIGHT x CE(bundled Lite0's TTA age distribution, prediction) to the age loss; "
+                           "targets from python -m train.distill; 0 = off")
     loss.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA", help="mixup Beta(α, α); 0 = off")
     optim = p.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=int, default=30, help="length of the LR schedule")

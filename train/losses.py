@@ -55,8 +55,12 @@ class AgeGenderLoss(torch.nn.Module):
     """
 
     def __init__(self, age_sigma: float = 2.5, age_loss: str = "gaussian", gender_smoothing: float = 0.05,
-                 gender_weight: float = 1.0, balance_weights: torch.Tensor | None = None, age_l1: float = 0.0):
+                 gender_weight: float = 1.0, balance_weights: torch.Tensor | None = None, age_l1: float = 0.0,
+                 distill_weight: float = 0.0):
         super().__init__()
+        if distill_weight < 0:
+            raise ValueError(f"distill_weight must be >= 0, not {distill_weight}")
+        self.distill_weight = distill_weight
         if age_l1 < 0:
             raise ValueError(f"age_l1 must be >= 0, not {age_l1}")
         if age_loss not in ("gaussian", "onehot"):
@@ -90,13 +94,17 @@ class AgeGenderLoss(torch.nn.Module):
         return self.age_targets(ages), gender, weight
 
     def forward(self, age_logits: torch.Tensor, gender_logit: torch.Tensor, age_target: torch.Tensor,
-                gender_target: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                gender_target: torch.Tensor, weight: torch.Tensor,
+                teacher: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(total, age loss, gender loss), batch means of weighted per-sample losses, computed in float32.
 
         Dividing by the batch size rather than the weight sum keeps this an unbiased estimate of the balanced
-        loss over the training set (whose mean weight is 1)."""
+        loss over the training set (whose mean weight is 1). ``teacher`` (B, 101): distillation targets, whose
+        cross-entropy, times ``distill_weight``, joins the age loss (all-zero rows: none)."""
         log_probs = F.log_softmax(age_logits.float(), dim=1)
         age = -(age_target * log_probs).sum(1)
+        if teacher is not None and self.distill_weight > 0:
+            age = age - self.distill_weight * (teacher.float() * log_probs).sum(1)
         if self.age_l1 > 0:
             # The target's mass is 1 for a labelled face, 0 without an age label, λ for a mixup partner of one.
             mass = age_target.sum(1)

@@ -34,7 +34,8 @@ from . import checkpoint, distributed
 from .aflw import NAME as AFLW
 from .augment import Normalize, eval_transform, mixup, train_transform
 from .config import resolve
-from .data import EpochSampler, EvalCrops, TrainCrops, cache_context, load_split, make_loader
+from .data import EpochSampler, EvalCrops, TrainCrops, cache_context, load_split, make_loader, with_teacher
+from .distill import teacher_file
 from .distributed import Dist
 from .ema import ModelEMA
 from .init_weights import env_path, initialise
@@ -228,7 +229,7 @@ class Trainer:
         balance = decade_weights(np.concatenate([s.ages for s in self.train_splits + self.gender_train])) \
             if cfg.balance else None
         self.loss_fn = AgeGenderLoss(cfg.age_sigma, cfg.age_loss, cfg.gender_smoothing, cfg.gender_weight,
-                                     balance, cfg.age_l1).to(ctx.device)
+                                     balance, cfg.age_l1, cfg.distill_weight).to(ctx.device)
 
         self.epoch, self.epoch_step, self.step = 0, 0, 0
         self.best, self.best_epoch, self.bad_epochs = math.inf, 0, 0
@@ -278,6 +279,8 @@ class Trainer:
         cfg, ctx = self.cfg, self.ctx
         cache = Path(cfg.cache)
         self.train_splits = [load_split(cache, s, "train", cfg.limit_train, cfg.seed) for s in cfg.sets]
+        if cfg.distill_weight > 0:  # the bundled Lite0's distributions (python -m train.distill)
+            self.train_splits = [with_teacher(s, teacher_file(cache, s.dataset)) for s in self.train_splits]
         self.val_splits = [load_split(cache, s, "val", cfg.limit_val, cfg.seed) for s in cfg.sets]
         # Gender-only faces in the wild (python -m train.aflw): extra training crops and/or their own val set.
         self.gender_train = [load_split(cache, AFLW, "train", cfg.limit_train, cfg.seed)] if cfg.aflw_train else []
@@ -358,7 +361,8 @@ class Trainer:
         return self.step % BUDGET_SYNC_EVERY == 0 and distributed.any_rank(over, self.ctx)
 
     # ------------------------------------------------------------------ loop
-    def train_step(self, images: torch.Tensor, ages: torch.Tensor, genders: torch.Tensor) -> torch.Tensor:
+    def train_step(self, images: torch.Tensor, ages: torch.Tensor, genders: torch.Tensor,
+                   teacher: torch.Tensor | None = None) -> torch.Tensor:
         """One optimizer step; returns the detached (total, age, gender) losses."""
         device = self.ctx.device
         if self.frozen and self.step >= self.freeze_steps:
@@ -370,12 +374,14 @@ class Trainer:
         images = images.to(device, non_blocking=True).float()
         age_t, gender_t, weight = self.loss_fn.targets(ages.to(device, non_blocking=True),
                                                        genders.to(device, non_blocking=True))
+        extra = () if teacher is None else (teacher[:, :101].to(device, non_blocking=True),)
         if self.cfg.mixup > 0:
             # Mixing raw pixels equals mixing normalised ones (normalisation is affine, λ + (1 - λ) = 1).
-            images, (age_t, gender_t, weight) = mixup(images, (age_t, gender_t, weight), self.cfg.mixup)
+            images, (age_t, gender_t, weight, *extra) = mixup(images, (age_t, gender_t, weight, *extra),
+                                                              self.cfg.mixup)
         with self.autocast():
             age_logits, gender_logit = self.model(self.normalize(images))
-        loss, age_loss, gender_loss = self.loss_fn(age_logits, gender_logit, age_t, gender_t, weight)
+        loss, age_loss, gender_loss = self.loss_fn(age_logits, gender_logit, age_t, gender_t, weight, *extra)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -404,8 +410,8 @@ class Trainer:
             bar = tqdm(self.train_loader, total=self.steps_per_epoch, initial=self.epoch_step, disable=not ctx.is_main,
                        desc=f"epoch {self.epoch + 1}/{cfg.epochs}", dynamic_ncols=True, leave=False,
                        mininterval=1.0 if sys.stderr.isatty() else 60.0)
-            for images, ages, genders in bar:
-                losses = self.train_step(images, ages, genders)
+            for batch in bar:
+                losses = self.train_step(*batch)
                 sums[:3] += losses.double()
                 sums[3] += 1
                 if self.step % LOG_EVERY == 0:
