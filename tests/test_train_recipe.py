@@ -27,7 +27,8 @@ from train.config import parse_lr_mult, resolve
 from train.distributed import Dist
 from train.init_weights import default_msra_dir
 from train.losses import AgeGenderLoss
-from train.train import main, matched_part, param_groups
+from train.parts import matched_part, param_groups
+from train.train import main
 from train.validation import validate
 
 RESNET = ["--sets", "utkface", "--backbone", "resnet50", "--input-size", "64", "--batch-size", "8", "--workers", "0",
@@ -265,3 +266,14 @@ def test_distillation_targets_and_a_distilled_run(cache, tmp_path):
           "--workers", "0", "--cache", str(cache), "--out", str(out), "--max-steps", "2", "--distill-weight", "1.0",
           "--mixup", "0.2"])
     assert checkpoint.load(out / "last.pt")["config"]["distill_weight"] == 1.0
+
+
+def test_resnet50_yaml_is_the_imagenet_recipe():
+    cfg = resolve(["--config", str(REPO_DIR / "train" / "configs" / "resnet50.yaml")])
+    assert (cfg.backbone, cfg.init, cfg.layout, cfg.normalization) == ("resnet50", "msra", "auto", "auto")
+    assert cfg.lr_mult == {"stem": 0.1, "layer1": 0.1, "layer2": 0.2, "layer3": 0.5}
+    assert cfg.freeze == ["stem", "layer1", "layer2", "layer3"] and cfg.freeze_epochs == 0.5
+    assert cfg.augment == "strong" and cfg.aflw_val and cfg.ema > 0 and cfg.warmup_epochs > 0
+    # The command line still wins over the file (per-part rates given as PART=FACTOR).
+    cfg = resolve(["--config", str(REPO_DIR / "train" / "configs" / "resnet50.yaml"), "--lr-mult", "layer3=0.3"])
+    assert cfg.lr_mult == {"layer3": 0.3}
