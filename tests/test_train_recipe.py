@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from train.distributed import Dist
 from train.init_weights import default_msra_dir
 from train.losses import AgeGenderLoss
 from train.parts import matched_part, param_groups
-from train.train import main
+from train.train import Trainer, main
 from train.validation import validate
 
 RESNET = ["--sets", "utkface", "--backbone", "resnet50", "--input-size", "64", "--batch-size", "8", "--workers", "0",
@@ -277,3 +278,33 @@ def test_resnet50_yaml_is_the_imagenet_recipe():
     # The command line still wins over the file (per-part rates given as PART=FACTOR).
     cfg = resolve(["--config", str(REPO_DIR / "train" / "configs" / "resnet50.yaml"), "--lr-mult", "layer3=0.3"])
     assert cfg.lr_mult == {"layer3": 0.3}
+
+
+@pytest.mark.data
+def test_init_from_an_exported_model_continues_on_a_new_machine(cache, tmp_path):
+    """A session commits its export (weights/*.safetensors + manifest); the next one, without runs/, starts from it."""
+    from safetensors.torch import load_file
+
+    from train.export import export_run
+
+    base = ["--sets", "utkface", "--backbone", "efficientnet_lite0", "--no-pretrained", "--batch-size", "8",
+            "--workers", "0", "--cache", str(cache), "--limit-val", "8"]
+    main(base + ["--out", str(tmp_path / "first"), "--max-steps", "1", "--ema", "0.9"])
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copy(WEIGHTS_DIR / "MANIFEST.json", weights)
+    path = export_run(tmp_path / "first", "last.pt", weights_dir=weights, log=lambda _: None)
+    shutil.rmtree(tmp_path / "first")  # the new machine has no run folder
+    argv = base + ["--out", str(tmp_path / "second"), "--init-from", str(path)]
+    trainer = Trainer(resolve(argv), Dist(), time.monotonic(), argv)
+    parent = trainer.parent
+    assert parent["checkpoint"] == str(path) and parent["weights"] == "exported fp16 (EMA)"
+    assert parent["steps"] == 1 and len(parent["commands"]) == 1 and parent["input_size"] == 128
+    exported = load_file(str(path))
+    state = trainer.net.state_dict()
+    for key in ("age_head.weight", "backbone.net._conv_stem.weight"):
+        torch.testing.assert_close(state[key], exported[key].float(), rtol=0, atol=0)
+    argv = ["--sets", "utkface", "--backbone", "resnet50", "--cache", str(cache), "--out", str(tmp_path / "x"),
+            "--init-from", str(path), "--workers", "0"]
+    with pytest.raises(SystemExit, match="backbone"):
+        Trainer(resolve(argv), Dist(), time.monotonic(), argv)

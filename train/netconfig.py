@@ -52,3 +52,10 @@ def network_record(cfg: Mapping[str, Any]) -> dict[str, Any]:
     mean, std = kw["normalization"].rgb_unit()
     return {"input_size": kw["input_size"], "backbone_options": kw["backbone_options"],
             "normalization": kw["normalization"].as_dict(), "mean": list(mean), "std": list(std)}
+
+
+def layout_of(backbone: str, backbone_options: Mapping[str, Any] | None) -> str | None:
+    """The layout ``backbone_options`` mean (none recorded: v1.5, what ResNet-50 always was before)."""
+    if backbone not in LAYOUT_BACKBONES:
+        return None
+    return (backbone_options or {}).get("layout") or "v1.5"

@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from agegender.models import AgeGenderNet
+from agegender.models import NORMALIZATIONS, AgeGenderNet, backbone_spec, net_options
 
 from . import checkpoint, distributed
 from .aflw import NAME as AFLW
@@ -40,7 +40,7 @@ from .distributed import Dist
 from .ema import ModelEMA
 from .init_weights import env_path, initialise
 from .losses import AgeGenderLoss, decade_weights
-from .netconfig import net_kwargs, resolve_layout, resolve_normalization
+from .netconfig import layout_of, net_kwargs, resolve_layout, resolve_normalization
 from .parts import matched_part, param_groups
 from .runlog import append_metrics, plot_curves, setup_logger
 from .validation import shard, validate
@@ -62,7 +62,7 @@ def build_model(cfg: argparse.Namespace, log: logging.Logger, is_main: bool = Tr
     the layout and normalisation those weights were trained under; ``cfg.layout``/``cfg.normalization`` are
     resolved here and saved with the run, so export records them and inference rebuilds the same network."""
     if cfg.init_from and not cfg.resume:  # a fine-tune keeps its parent's network unless told otherwise
-        parent = torch.load(cfg.init_from, map_location="cpu", weights_only=True, mmap=True)["config"]
+        parent = parent_network(cfg.init_from)
         for key in ("layout", "normalization"):
             if getattr(cfg, key) in (None, "auto") and parent.get(key):
                 setattr(cfg, key, parent[key])
@@ -94,6 +94,8 @@ def build_model(cfg: argparse.Namespace, log: logging.Logger, is_main: bool = Tr
 def init_from(net: AgeGenderNet, path: Path, cfg: argparse.Namespace) -> dict[str, Any]:
     """Load ``path``'s weights into ``net`` (the EMA when that run kept one: it is what was validated) and return
     the parent run's lineage for the manifest, so a fine-tuned model's total training stays on record."""
+    if path.suffix == ".safetensors":
+        return _init_from_export(net, path, cfg)
     state = checkpoint.load(path)
     parent_cfg = state["config"]
     # The input size may change (progressive resizing, as in FixRes / EfficientNetV2): the backbones are fully
@@ -101,10 +103,7 @@ def init_from(net: AgeGenderNet, path: Path, cfg: argparse.Namespace) -> dict[st
     if parent_cfg["backbone"] != cfg.backbone:
         raise SystemExit(f"--init-from: {path} has backbone {parent_cfg['backbone']!r}, this run {cfg.backbone!r}")
     parent_net = net_kwargs(parent_cfg)
-    if (parent_net["backbone_options"], parent_net["normalization"]) != (net.backbone_options, net.normalization):
-        raise SystemExit(f"--init-from: {path} was trained with layout/normalisation {parent_net['backbone_options']}"
-                         f" {parent_net['normalization']}, this run has {net.backbone_options} {net.normalization}: "
-                         "pass the parent's --layout and --normalization (or --init)")
+    _check_same_network(net, path, parent_net["backbone_options"], parent_net["normalization"])
     net.load_state_dict(checkpoint.validated_weights(state), strict=True)
     return {"checkpoint": str(path), "weights": checkpoint.weights_kind(state),
             "input_size": parent_cfg["input_size"],
@@ -112,6 +111,61 @@ def init_from(net: AgeGenderNet, path: Path, cfg: argparse.Namespace) -> dict[st
             "wall_time_s": round(state["elapsed"], 1), "hardware": state["hardware"],
             "commands": list(state["commands"]), "val_mae": float(state["metrics"]["val_mae"]),
             "parent": state.get("parent")}
+
+
+def _init_from_export(net: AgeGenderNet, path: Path, cfg: argparse.Namespace) -> dict[str, Any]:
+    """``--init-from weights/agegender_X.safetensors``: continue from an *exported* model — what a session commits
+    before it ends, so the next one continues on any machine (``runs/`` is not in the repository). The fp16
+    tensors become the fp32 starting point; the lineage comes from the file's manifest entry beside it."""
+    from safetensors.torch import load_file
+
+    from agegender.weights import read_manifest
+
+    options = net_options(path)
+    meta_backbone = _safetensors_backbone(path)
+    if meta_backbone != cfg.backbone:
+        raise SystemExit(f"--init-from: {path} holds backbone {meta_backbone!r}, this run {cfg.backbone!r}")
+    _check_same_network(net, path, options.get("backbone_options"),
+                        options.get("normalization", backbone_spec(cfg.backbone).normalization))
+    net.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()}, strict=True)
+    try:
+        entry = read_manifest(path.parent)["files"].get(path.name, {})
+    except Exception:  # a file outside a weights folder: no lineage beyond the file itself
+        entry = {}
+    training = entry.get("training", {})
+    val = entry.get("metrics", {}).get("val", {}).get("combined", {})
+    return {"checkpoint": str(path), "weights": f"exported fp16 ({training.get('weights', 'unknown')})",
+            "input_size": options.get("input_size"), "epochs_completed": training.get("epochs_completed", 0.0),
+            "steps": training.get("steps", 0), "wall_time_s": training.get("wall_time_s", 0.0),
+            "hardware": training.get("hardware", "unknown"), "commands": list(training.get("commands", [])),
+            "val_mae": float(val.get("mae", float("nan"))), "parent": training.get("initialised_from")}
+
+
+def _check_same_network(net: AgeGenderNet, path: Path, options: dict | None, normalization: Any) -> None:
+    """Weights are only right in the layout and under the normalisation they were trained with."""
+    theirs = (layout_of(net.backbone_name, options), normalization)
+    ours = (layout_of(net.backbone_name, net.backbone_options), net.normalization)
+    if theirs != ours:
+        raise SystemExit(f"--init-from: {path} was trained with layout/normalisation {theirs}, this run has {ours}: "
+                         "pass the parent's --layout and --normalization")
+
+
+def _safetensors_backbone(path: Path) -> str | None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as fh:
+        return (fh.metadata() or {}).get("backbone")
+
+
+def parent_network(path: str) -> dict[str, str | None]:
+    """The ``layout`` and ``normalization`` names an ``--init-from`` parent was trained with."""
+    if path.endswith(".safetensors"):
+        options = net_options(path)
+        norm = options.get("normalization")
+        return {"layout": options.get("backbone_options", {}).get("layout"),
+                "normalization": next((k for k, v in NORMALIZATIONS.items() if v == norm), None)}
+    parent = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["config"]
+    return {"layout": parent.get("layout"), "normalization": parent.get("normalization")}
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable[[int], float]:
