@@ -308,3 +308,28 @@ def test_init_from_an_exported_model_continues_on_a_new_machine(cache, tmp_path)
             "--init-from", str(path), "--workers", "0"]
     with pytest.raises(SystemExit, match="backbone"):
         Trainer(resolve(argv), Dist(), time.monotonic(), argv)
+
+
+@pytest.mark.data
+def test_frozen_parts_under_ddp(cache, tmp_path):
+    """Two gloo processes: DDP keeps a fixed set of trainable parameters, so frozen ones drop their gradients."""
+    import socket
+
+    out = tmp_path / "ddp"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), "-m", "train", "--sets", "utkface", "--backbone", "efficientnet_lite0",
+           "--no-pretrained", "--batch-size", "8", "--workers", "0", "--cache", str(cache), "--out", str(out),
+           "--max-steps", "2", "--limit-val", "8", "--freeze", "net._conv_stem", "net._bn0", "--freeze-epochs", "1"]
+    proc = subprocess.run(cmd, cwd=REPO_DIR, env=_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trained = checkpoint.load(out / "last.pt")["model"]
+    torch.manual_seed(0)
+    start = AgeGenderNet("efficientnet_lite0").state_dict()
+    for key in ("backbone.net._conv_stem.weight", "backbone.net._bn0.weight", "backbone.net._bn0.running_mean"):
+        torch.testing.assert_close(trained[key], start[key], rtol=0, atol=0, msg=key)
+    assert not torch.equal(trained["age_head.weight"], start["age_head.weight"])
+    assert not torch.equal(trained["backbone.net._blocks.0._bn1.running_mean"],
+                           start["backbone.net._blocks.0._bn1.running_mean"])

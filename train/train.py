@@ -259,8 +259,7 @@ class Trainer:
         self._wrap()
 
     def _wrap(self) -> None:
-        """``self.model``: the network, under DDP and/or torch.compile. Rebuilt when frozen parts thaw: DDP only
-        synchronises the parameters that required gradients when it was built."""
+        """``self.model``: the network, under DDP and/or torch.compile."""
         cfg, ctx = self.cfg, self.ctx
         self.model: nn.Module = self.net
         if ctx.enabled:
@@ -283,10 +282,14 @@ class Trainer:
         self.frozen = False
 
     def _set_frozen(self, frozen: bool) -> None:
+        """Single process: frozen parameters stop requiring gradients (no backward through the frozen stem and
+        early stages). Under DDP, whose reducer is built for a fixed set of trainable parameters, they keep
+        requiring them and their gradients are dropped before each optimizer step instead (same updates)."""
         if frozen == self.frozen and not frozen:
             return
-        for p in self.frozen_params:
-            p.requires_grad_(not frozen)
+        if not self.ctx.enabled:
+            for p in self.frozen_params:
+                p.requires_grad_(not frozen)
         self.frozen = frozen
 
     # ------------------------------------------------------------------ setup
@@ -382,7 +385,6 @@ class Trainer:
         device = self.ctx.device
         if self.frozen and self.step >= self.freeze_steps:
             self._set_frozen(False)
-            self._wrap()
             self.log.info(f"step {self.step}: unfroze {', '.join(self.cfg.freeze)}")
         for m in self.frozen_norms if self.frozen else ():
             m.eval()  # keep the ImageNet statistics of frozen stages (validation puts the model back in train mode)
@@ -399,6 +401,9 @@ class Trainer:
         loss, age_loss, gender_loss = self.loss_fn(age_logits, gender_logit, age_t, gender_t, weight, *extra)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if self.frozen and self.ctx.enabled:
+            for p in self.frozen_params:
+                p.grad = None  # AdamW skips parameters without a gradient: no update, no weight decay
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
