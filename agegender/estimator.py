@@ -115,6 +115,7 @@ class Estimator:
         self.device = str(device)
         self.weights_info: dict[str, Any] = {}
         self.trained = False
+        self._net_source: Any = None  # what net_options reads the recorded architecture from (torch engine)
         self.engine = self._create_engine(engine, weights)
         self.engine_name = self.engine.name
         self.input_size = int(self.engine.input_size)
@@ -156,6 +157,7 @@ class Estimator:
                     "Train them with `python -m train`, or pass weights=None for an untrained model (tests only)."
                 )
             name, entry = found
+            self._net_source = entry
             input_size = int(entry["input_size"]) if entry.get("input_size") else None
             self.weights_info = {"file": name, **{k: v for k, v in entry.items() if k != "metrics"},
                                  "metrics": entry.get("metrics", {})}
@@ -182,6 +184,7 @@ class Estimator:
                     raise WeightsError(f"{path} is an ONNX graph: it runs with engine='onnx' (or 'auto')")
                 result = self._onnx_engine(path.read_bytes(), None, str(path))
             else:
+                self._net_source = path
                 state, input_size = _read_safetensors(path)
                 result = self._torch_engine(engine, state, input_size, str(path))
         self.trained = True
@@ -210,9 +213,13 @@ class Estimator:
             raise WeightsError(f"{source}: only bundled models and .onnx files run with engine='onnx'")
         self._require_torch("torch")
         from .engines.torch_engine import TorchEngine
-        from .models import AgeGenderNet
+        from .models import AgeGenderNet, net_options
 
-        net = AgeGenderNet(self.model_name, dropout=0.0, input_size=input_size)
+        # Input size, layout and normalisation as recorded with the weights (manifest entry or file metadata).
+        options = net_options(self._net_source)
+        if input_size and not options.get("input_size"):
+            options["input_size"] = input_size
+        net = AgeGenderNet(self.model_name, dropout=0.0, **options)
         if state is not None:
             try:
                 net.load_state_dict(state, strict=True)

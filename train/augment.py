@@ -25,10 +25,12 @@ CROP_SIDE = (0.72, 0.88)  # random crop side as a fraction of the cached crop (i
 CROP_ASPECT = (0.9, 1.1)
 CROP_WINDOW = 0.925  # the random crop stays inside this central fraction: at most ~±10 px of shift at 160 px
 ROTATE_DEGREES = 10
+AUGMENT_POLICIES = ("standard", "strong")
 
 
-def train_transform(cache_size: int, input_size: int) -> A.Compose:
-    """Random resized crop within the calibrated framing, flip, small rotation, colour, blur/JPEG, erasing."""
+def train_transform(cache_size: int, input_size: int, policy: str = "standard") -> A.Compose:
+    """Random resized crop within the calibrated framing, flip, small rotation, then the photometric ``policy``
+    (:func:`photometric`) and one random occluder."""
     window = round(CROP_WINDOW * cache_size)
     scale = ((CROP_SIDE[0] * cache_size / window) ** 2, (CROP_SIDE[1] * cache_size / window) ** 2)
     if scale[1] * CROP_ASPECT[1] > 1.0:
@@ -40,16 +42,52 @@ def train_transform(cache_size: int, input_size: int) -> A.Compose:
         A.RandomResizedCrop(size=(input_size, input_size), scale=scale, ratio=CROP_ASPECT,
                             interpolation=cv2.INTER_LINEAR, area_for_downscale="image"),
         A.HorizontalFlip(p=0.5),
-        A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.03, p=0.8),
-        A.ToGray(p=0.1),
-        A.OneOf([
-            A.GaussianBlur(blur_limit=(3, 5), sigma_limit=(0.3, 1.2)),
-            A.ImageCompression(quality_range=(35, 90)),
-        ], p=0.3),
+        *photometric(policy),
         # One occluder (hand, mask, sunglasses-sized) filled with a random flat colour.
         A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.15, 0.35), hole_width_range=(0.15, 0.35),
                         fill="random_uniform", p=0.25),
     ])
+
+
+def photometric(policy: str = "standard") -> list:
+    """Colour and degradation steps.
+
+    ``standard``: colour jitter, some grayscale, mild blur or JPEG. ``strong`` targets where the models fail:
+    faces in the wild (blur from motion and focus, low light and dark scenes, small faces seen at low resolution and
+    upscaled by the crop) and scanned old photos (film grain, sepia, grayscale), where the bundled model reads
+    every age group 4-7 years too old. Each degradation is drawn independently, so they also combine (a blurred,
+    grainy sepia scan)."""
+    if policy == "standard":
+        return [
+            A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.03, p=0.8),
+            A.ToGray(p=0.1),
+            A.OneOf([
+                A.GaussianBlur(blur_limit=(3, 5), sigma_limit=(0.3, 1.2)),
+                A.ImageCompression(quality_range=(35, 90)),
+            ], p=0.3),
+        ]
+    if policy != "strong":
+        raise ValueError(f"augmentation policy must be one of {AUGMENT_POLICIES}, not {policy!r}")
+    return [
+        A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.04, p=0.8),
+        A.OneOf([  # low light / dark scenes: darker, flatter, gamma-crushed shadows
+            A.RandomBrightnessContrast(brightness_limit=(-0.45, -0.1), contrast_limit=(-0.35, 0.0)),
+            A.RandomGamma(gamma_limit=(130, 220)),
+        ], p=0.25),
+        A.OneOf([
+            A.GaussianBlur(blur_limit=(3, 7), sigma_limit=(0.5, 2.0)),
+            A.MotionBlur(blur_limit=(3, 9)),
+            A.Defocus(radius=(1, 3), alias_blur=(0.1, 0.3)),
+        ], p=0.3),
+        # A face 25-60 % of the crop's resolution, upscaled back: small faces in group photos and webcams.
+        A.Downscale(scale_range=(0.25, 0.6), p=0.2),
+        A.OneOf([  # grain of film scans and high-ISO sensors
+            A.GaussNoise(std_range=(0.02, 0.08)),
+            A.ISONoise(color_shift=(0.01, 0.04), intensity=(0.1, 0.5)),
+        ], p=0.2),
+        A.OneOf([A.ToGray(), A.ToSepia()], p=0.3),  # old photos
+        A.ImageCompression(quality_range=(25, 90), p=0.3),
+    ]
 
 
 def eval_transform(cache_size: int, context: float, input_size: int) -> A.Compose:

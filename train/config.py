@@ -14,11 +14,14 @@ from typing import Any, Callable
 import yaml
 
 from agegender.datasets import SETS
-from agegender.models import list_backbones
+from agegender.models import NORMALIZATIONS, list_backbones
+from agegender.models.resnet import LAYOUTS
 
+from .augment import AUGMENT_POLICIES
+from .init_weights import INIT_SOURCES
 from .preprocess import DEFAULT_CACHE
 
-ARCHITECTURE_KEYS = ("backbone", "input_size")  # cannot change when resuming
+ARCHITECTURE_KEYS = ("backbone", "input_size", "layout", "normalization")  # cannot change when resuming
 _UNSET = object()
 
 
@@ -35,6 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--limit-train", type=int, default=None, help="random N crops of each set's train split")
     data.add_argument("--limit-val", type=int, default=None, help="random N crops of each set's val split")
     data.add_argument("--workers", type=int, default=2, help="DataLoader worker processes per rank")
+    data.add_argument("--aflw-val", action=argparse.BooleanOptionalAction, default=False,
+                      help="also validate gender on MTFL/AFLW faces in the wild (cache: python -m train.aflw); "
+                           "reported as val_gender_acc_mtfl_aflw, never part of the selection MAE")
+    data.add_argument("--aflw-train", action=argparse.BooleanOptionalAction, default=False,
+                      help="add the AFLW train split to training with gender labels only (age loss masked)")
+    data.add_argument("--augment", choices=AUGMENT_POLICIES, default="standard",
+                      help="'strong' adds low light, motion/defocus blur, down-scaling, grain, sepia and more "
+                           "grayscale to the standard policy (train/augment.py)")
     model = p.add_argument_group("model")
     model.add_argument("--backbone", choices=list_backbones(), default="efficientnet_lite0", help="architecture")
     model.add_argument("--input-size", type=int, default=None, help="default: the backbone's (registry)")
@@ -43,6 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--init-from", type=str, default=None, metavar="CHECKPOINT",
                        help="start from this run checkpoint's weights (its EMA if it kept one) with a fresh "
                             "optimizer and schedule: fine-tuning; same backbone, any input size")
+    model.add_argument("--init", choices=INIT_SOURCES, default="none",
+                       help="ResNet-50 ImageNet initialisation: msra (the shared MSRA tensors, v1 layout) or "
+                            "torchvision (its IMAGENET1K_V2 state dict: --init-path FILE.pth, else downloaded)")
+    model.add_argument("--init-path", type=str, default=None,
+                       help="msra: the tensor folder (default $AGEGENDER_DATA/../models/resnet50_imagenet_msra); "
+                            "torchvision: a .pth state dict (default: torch.hub download)")
+    model.add_argument("--layout", choices=("auto", *LAYOUTS), default="auto",
+                       help="ResNet-50 stride placement; auto: v1 with --init msra, else v1.5 (torchvision)")
+    model.add_argument("--normalization", choices=("auto", *NORMALIZATIONS), default="auto",
+                       help="pixel normalisation; auto: what the initial weights expect (recorded in the manifest)")
     model.add_argument("--dropout", type=float, default=0.2, help="before both heads")
     loss = p.add_argument_group("loss")
     loss.add_argument("--age-loss", choices=("gaussian", "onehot"), default="gaussian",
@@ -54,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     loss.add_argument("--gender-weight", type=float, default=1.0, help="loss = age + this × gender")
     loss.add_argument("--balance", action=argparse.BooleanOptionalAction, default=False,
                       help="weight samples by inverse frequency of their age decade")
+    loss.add_argument("--distill-weight", type=float, default=0.0, metavar="WEIGHT",
+                      help="add WEIGHT x CE(bundled Lite0's TTA age distribution, prediction) to the age loss; "
+                           "targets from python -m train.distill; 0 = off")
     loss.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA", help="mixup Beta(α, α); 0 = off")
     optim = p.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=int, default=30, help="length of the LR schedule")
@@ -61,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
     optim.add_argument("--weight-decay", type=float, default=0.05, help="not applied to biases and norms")
     optim.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up, then cosine (per step)")
+    optim.add_argument("--lr-mult", nargs="*", default=[], metavar="PART=FACTOR",
+                       help="learning-rate factor per part: stem, layer1 … layer4, heads, or any parameter-name "
+                            "prefix (backbone.layer3.5); the longest match wins, unmatched parts get 1")
+    optim.add_argument("--freeze", nargs="*", default=[], metavar="PART",
+                       help="parts (as --lr-mult) frozen, with their BatchNorm statistics, for --freeze-epochs")
+    optim.add_argument("--freeze-epochs", type=float, default=0.0, help="how long --freeze lasts")
     optim.add_argument("--min-lr-ratio", type=float, default=0.01, help="final LR as a fraction of --lr")
     optim.add_argument("--ema", type=float, default=0.0, metavar="DECAY", help="EMA of weights; 0 = off")
     optim.add_argument("--patience", type=int, default=8, help="epochs without val improvement before stopping")
@@ -78,6 +108,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--export", action="store_true", help="export best.pt to weights/ when training ends")
     run.add_argument("--set-default", action="store_true", help="with --export: make it the app's default model")
     return p
+
+
+def parse_lr_mult(value: dict[str, float] | list[str] | None) -> dict[str, float]:
+    """``["layer1=0.1", …]`` (command line) or ``{layer1: 0.1}`` (YAML) → ``{"layer1": 0.1}``."""
+    if isinstance(value, dict):
+        return {str(k): float(v) for k, v in value.items()}
+    out = {}
+    for item in value or []:
+        part, sep, factor = item.partition("=")
+        try:
+            out[part] = float(factor)
+        except ValueError:
+            raise SystemExit(f"--lr-mult {item!r}: expected PART=FACTOR, e.g. layer1=0.1") from None
+        if not sep or not part or out[part] < 0:
+            raise SystemExit(f"--lr-mult {item!r}: expected PART=FACTOR with FACTOR >= 0")
+    return out
 
 
 def _yaml_values(path: str, known: set[str]) -> dict[str, Any]:
@@ -105,9 +151,10 @@ def resolve(argv: list[str] | None,
         stored = saved(config["out"])
         if stored is not None:
             for key in ARCHITECTURE_KEYS:
-                if key in explicit and explicit[key] != stored[key]:
+                if key in explicit and explicit[key] != stored.get(key, explicit[key]):
                     raise SystemExit(f"--resume: {key} is {stored[key]!r} in {config['out']}, not {explicit[key]!r}")
             config = {**config, **{k: v for k, v in stored.items() if k in defaults}, **explicit, "resume": True}
+    config["lr_mult"] = parse_lr_mult(config["lr_mult"])
     if config["select_on"] != "combined" and config["select_on"] not in config["sets"]:
         raise SystemExit(f"--select-on must be 'combined' or one of {config['sets']}")
     return argparse.Namespace(**config)

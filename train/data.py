@@ -7,6 +7,7 @@ instead of each holding a copy of ~1.7 GB of crops.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ class CropSplit:
     ages: np.ndarray
     genders: np.ndarray
     crop_size: int
+    teacher: np.ndarray | None = None  # (rows, 102) distillation targets (train.distill), aligned with ``rows``
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -64,6 +66,17 @@ def load_split(cache: Path, dataset: str, split: str, limit: int | None = None, 
     return CropSplit(dataset, split, images, rows, ages, genders, crop_size=shape[1])
 
 
+def with_teacher(split: CropSplit, path: Path) -> CropSplit:
+    """``split`` with its distillation targets from ``path`` (``python -m train.distill``)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: compute the distillation targets with "
+                                f"`python -m train.distill --cache {path.parent}`")
+    teacher = np.load(path, mmap_mode="r")
+    if len(teacher) <= int(split.rows.max(initial=0)):
+        raise ValueError(f"{path} holds {len(teacher)} rows, fewer than {split.images}")
+    return dataclasses.replace(split, teacher=np.asarray(teacher[split.rows], dtype=np.float32))
+
+
 class _Crops(Dataset):
     """Crops of several splits, concatenated; the memory maps are opened on first access in each process."""
 
@@ -72,6 +85,7 @@ class _Crops(Dataset):
         self.transform = transform
         self.offsets = np.cumsum([0] + [len(s) for s in splits])
         self._maps: list[np.ndarray] | None = None
+        self.distill = any(s.teacher is not None for s in splits)
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -86,7 +100,12 @@ class _Crops(Dataset):
         split, row = self.splits[part], index - int(self.offsets[part])
         crop = np.array(self._maps[part][split.rows[row]])  # a writable copy, not a view of the read-only map
         image = np.ascontiguousarray(augment(self.transform, crop, seed))
-        return torch.from_numpy(image).permute(2, 0, 1), int(split.ages[row]), int(split.genders[row])
+        sample = (torch.from_numpy(image).permute(2, 0, 1), int(split.ages[row]), int(split.genders[row]))
+        if not self.distill:
+            return sample
+        # Faces without teacher targets (AFLW) get zeros: no distillation loss (the loss is linear in the target).
+        teacher = split.teacher[row] if split.teacher is not None else np.zeros(102, np.float32)
+        return (*sample, torch.from_numpy(np.asarray(teacher, np.float32)))
 
 
 class TrainCrops(_Crops):

@@ -26,11 +26,12 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import save_file
 
-from agegender.models import AgeGenderNet, backbone_spec
+from agegender.models import AgeGenderNet, net_options
 from agegender.paths import REPO_DIR, WEIGHTS_DIR
 from agegender.weights import load_state_dict, read_manifest, register_file, write_manifest
 
 from . import checkpoint
+from .netconfig import network_record
 
 LICENSE = ("Trained on UTKFace (non-commercial research use only) and/or All-Age-Faces (research use): these "
            "weights inherit those terms and are for non-commercial research use only.")
@@ -46,14 +47,11 @@ def manifest_entry(state: dict[str, Any], source: str) -> dict[str, Any]:
     """Everything needed to use, trust and reproduce the weights; metrics nest under "val" so that the
     evaluation tool can add "test" beside them."""
     cfg = state["config"]
-    spec = backbone_spec(cfg["backbone"])
     init = "ImageNet-initialised" if cfg["pretrained"] else "trained from scratch"
     return {
         "kind": "agegender",
         "backbone": cfg["backbone"],
-        "input_size": cfg["input_size"],
-        "mean": list(spec.mean),
-        "std": list(spec.std),
+        **network_record(cfg),  # input_size, backbone_options (layout), normalization, mean/std
         "dtype": "float16",
         "description": f"AgeGenderNet {cfg['backbone']} ({init}) at {cfg['input_size']} px: 101-bin age "
                        f"distribution and P(female), trained on {' + '.join(cfg['sets'])}",
@@ -124,12 +122,11 @@ def export_run(run: Path, which: str = checkpoint.BEST, name: str | None = None,
     cfg = state["config"]
     backbone, input_size = cfg["backbone"], cfg["input_size"]
     name = name or f"agegender_{backbone}.safetensors"
-    spec = backbone_spec(backbone)
     tensors = to_fp16(checkpoint.validated_weights(state), backbone, input_size)
     path = weights_dir / name
     save_file(tensors, str(path), metadata={
-        "format": "agegender", "backbone": backbone, "input_size": str(input_size),
-        "mean": json.dumps(list(spec.mean)), "std": json.dumps(list(spec.std)),
+        "format": "agegender", "backbone": backbone,
+        **{k: (str(v) if k == "input_size" else json.dumps(v)) for k, v in network_record(cfg).items()},
     })
     path.chmod(0o644)  # safetensors creates it owner-only; the app may run as another user
     manifest = read_manifest(weights_dir)
@@ -169,7 +166,7 @@ def export_onnx(name: str, weights_dir: Path | None = None, log: Callable[[str],
 
     weights_dir = Path(weights_dir or WEIGHTS_DIR)
     source = read_manifest(weights_dir)["files"][name]
-    net = AgeGenderNet(source["backbone"], dropout=0.0, input_size=int(source["input_size"]))
+    net = AgeGenderNet(source["backbone"], dropout=0.0, **net_options(source))  # layout, normalisation as recorded
     net.load_state_dict(load_state_dict(name, weights_dir), strict=True)
     onnx_name = f"{Path(name).stem}.onnx"
     path = write_onnx(net, weights_dir / onnx_name)

@@ -36,7 +36,8 @@ def age_decade(ages: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
 def decade_weights(ages: np.ndarray) -> torch.Tensor:
     """Per-decade sample weights ∝ 1 / frequency, clipped at ``MAX_BALANCE_WEIGHT`` and normalised so the mean
     weight over ``ages`` (the training set) is 1: the loss scale, hence the learning rate, stays comparable."""
-    counts = np.bincount(age_decade(ages), minlength=DECADES).astype(np.float64)
+    ages = np.asarray(ages)
+    counts = np.bincount(age_decade(ages[ages >= 0]), minlength=DECADES).astype(np.float64)
     present = counts > 0
     weights = np.zeros(DECADES)
     weights[present] = counts.sum() / (present.sum() * counts[present])
@@ -54,8 +55,12 @@ class AgeGenderLoss(torch.nn.Module):
     """
 
     def __init__(self, age_sigma: float = 2.5, age_loss: str = "gaussian", gender_smoothing: float = 0.05,
-                 gender_weight: float = 1.0, balance_weights: torch.Tensor | None = None, age_l1: float = 0.0):
+                 gender_weight: float = 1.0, balance_weights: torch.Tensor | None = None, age_l1: float = 0.0,
+                 distill_weight: float = 0.0):
         super().__init__()
+        if distill_weight < 0:
+            raise ValueError(f"distill_weight must be >= 0, not {distill_weight}")
+        self.distill_weight = distill_weight
         if age_l1 < 0:
             raise ValueError(f"age_l1 must be >= 0, not {age_l1}")
         if age_loss not in ("gaussian", "onehot"):
@@ -69,33 +74,42 @@ class AgeGenderLoss(torch.nn.Module):
         self.register_buffer("balance", balance_weights, persistent=False)
 
     def age_targets(self, ages: torch.Tensor) -> torch.Tensor:
-        """(B, 101) target distributions; ages over 100 go to the last bin ("100+")."""
+        """(B, 101) target distributions; ages over 100 go to the last bin ("100+"). A negative age means "no age
+        label" (gender-only faces such as AFLW's): its target is all zeros, so its age loss is exactly 0 and, under
+        mixup, a mixed pair's age loss is the labelled partner's, weighted by its λ."""
+        labelled = (ages >= 0).float()[:, None]
         ages = ages.float().clamp(0, NUM_AGE_BINS - 1)
         if self.age_loss == "onehot":
-            return F.one_hot(ages.round().long(), NUM_AGE_BINS).float()
+            return F.one_hot(ages.round().long(), NUM_AGE_BINS).float() * labelled
         logits = -0.5 * ((self.bins[None, :] - ages[:, None]) / self.age_sigma) ** 2
-        return torch.softmax(logits, dim=1)  # truncated at 0 and 100, renormalised
+        return torch.softmax(logits, dim=1) * labelled  # truncated at 0 and 100, renormalised
 
     def targets(self, ages: torch.Tensor, genders: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(age distributions (B, 101), smoothed P(female) (B,), sample weights (B,))."""
         gender = genders.float() * (1.0 - self.gender_smoothing) + 0.5 * self.gender_smoothing
         if self.balance is None:
             weight = torch.ones_like(gender)
-        else:
-            weight = self.balance[age_decade(ages)]
+        else:  # faces without an age label keep weight 1
+            weight = torch.where(ages >= 0, self.balance[age_decade(ages)], torch.ones_like(gender))
         return self.age_targets(ages), gender, weight
 
     def forward(self, age_logits: torch.Tensor, gender_logit: torch.Tensor, age_target: torch.Tensor,
-                gender_target: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                gender_target: torch.Tensor, weight: torch.Tensor,
+                teacher: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(total, age loss, gender loss), batch means of weighted per-sample losses, computed in float32.
 
         Dividing by the batch size rather than the weight sum keeps this an unbiased estimate of the balanced
-        loss over the training set (whose mean weight is 1)."""
+        loss over the training set (whose mean weight is 1). ``teacher`` (B, 101): distillation targets, whose
+        cross-entropy, times ``distill_weight``, joins the age loss (all-zero rows: none)."""
         log_probs = F.log_softmax(age_logits.float(), dim=1)
         age = -(age_target * log_probs).sum(1)
+        if teacher is not None and self.distill_weight > 0:
+            age = age - self.distill_weight * (teacher.float() * log_probs).sum(1)
         if self.age_l1 > 0:
+            # The target's mass is 1 for a labelled face, 0 without an age label, λ for a mixup partner of one.
+            mass = age_target.sum(1)
             expected = log_probs.exp() @ self.bins
-            age = age + self.age_l1 * (expected - age_target @ self.bins).abs()
+            age = age + self.age_l1 * mass * (expected - (age_target @ self.bins) / mass.clamp_min(1e-6)).abs()
         gender = F.binary_cross_entropy_with_logits(gender_logit.float(), gender_target, reduction="none")
         age_loss = (age * weight).mean()
         gender_loss = (gender * weight).mean()

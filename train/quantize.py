@@ -32,7 +32,7 @@ from agegender.estimator import SCALE_TTA_CONTEXTS
 from agegender.crop import crop_face
 from agegender.groups import expected_age
 from agegender.imageio import load_image
-from agegender.models import AgeGenderNet
+from agegender.models import AgeGenderNet, net_options
 from agegender.paths import REPO_DIR, WEIGHTS_DIR
 from agegender.weights import load_state_dict, read_manifest, register_file
 
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
 
     entry = read_manifest()["files"][args.model_file]
     size = int(entry["input_size"])
-    net = AgeGenderNet(entry["backbone"], dropout=0.0, input_size=size)
+    net = AgeGenderNet(entry["backbone"], dropout=0.0, **net_options(entry))
     net.load_state_dict(load_state_dict(args.model_file), strict=True)
     fp32 = export_onnx_bytes(net, fp16_storage=False)
     detector = FaceDetector("auto")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import math
 import os
@@ -27,15 +28,20 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from agegender.models import AgeGenderNet
+from agegender.models import NORMALIZATIONS, AgeGenderNet, backbone_spec, net_options
 
 from . import checkpoint, distributed
+from .aflw import NAME as AFLW
 from .augment import Normalize, eval_transform, mixup, train_transform
 from .config import resolve
-from .data import EpochSampler, EvalCrops, TrainCrops, cache_context, load_split, make_loader
+from .data import EpochSampler, EvalCrops, TrainCrops, cache_context, load_split, make_loader, with_teacher
+from .distill import teacher_file
 from .distributed import Dist
 from .ema import ModelEMA
+from .init_weights import env_path, initialise
 from .losses import AgeGenderLoss, decade_weights
+from .netconfig import layout_of, net_kwargs, resolve_layout, resolve_normalization
+from .parts import matched_part, param_groups
 from .runlog import append_metrics, plot_curves, setup_logger
 from .validation import shard, validate
 
@@ -49,28 +55,55 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(cfg: argparse.Namespace, log: logging.Logger) -> AgeGenderNet:
-    """AgeGenderNet from ``cfg``; ``pretrained=None`` means ImageNet weights when the backbone has them."""
+def build_model(cfg: argparse.Namespace, log: logging.Logger, is_main: bool = True) -> AgeGenderNet:
+    """AgeGenderNet from ``cfg``; ``pretrained=None`` means ImageNet weights when the backbone has them.
+
+    ``--init msra|torchvision`` (ResNet-50) loads ImageNet weights from :mod:`train.init_weights` instead, with
+    the layout and normalisation those weights were trained under; ``cfg.layout``/``cfg.normalization`` are
+    resolved here and saved with the run, so export records them and inference rebuilds the same network."""
+    if cfg.init_from and not cfg.resume:  # a fine-tune keeps its parent's network unless told otherwise
+        parent = parent_network(cfg.init_from)
+        for key in ("layout", "normalization"):
+            if getattr(cfg, key) in (None, "auto") and parent.get(key):
+                setattr(cfg, key, parent[key])
+    cfg.layout = resolve_layout(cfg.backbone, cfg.layout, cfg.init)
+    cfg.normalization = resolve_normalization(cfg.normalization, cfg.init)
+    kwargs = net_kwargs(vars(cfg))
+    if cfg.init != "none":
+        if cfg.pretrained and not cfg.resume:
+            raise SystemExit("--init and --pretrained both choose ImageNet weights: give one")
+        net = AgeGenderNet(cfg.backbone, dropout=cfg.dropout, pretrained=False, **kwargs)
+        if not cfg.resume:  # a resumed run restores its own weights
+            report = initialise(net, cfg.init, env_path(cfg.init_path))
+            log.info(report.summary())
+            if is_main:
+                (Path(cfg.out) / "init_report.json").write_text(json.dumps(report.as_dict(), indent=1) + "\n")
+        cfg.pretrained = True
+        return net
     if cfg.pretrained is None:
         try:
-            net = AgeGenderNet(cfg.backbone, dropout=cfg.dropout, pretrained=True, input_size=cfg.input_size)
+            net = AgeGenderNet(cfg.backbone, dropout=cfg.dropout, pretrained=True, **kwargs)
             cfg.pretrained = True
             return net
         except ValueError as exc:  # the backbone's factory refuses pretrained=True
             log.info(f"{exc}: training from scratch")
             cfg.pretrained = False
-    return AgeGenderNet(cfg.backbone, dropout=cfg.dropout, pretrained=cfg.pretrained, input_size=cfg.input_size)
+    return AgeGenderNet(cfg.backbone, dropout=cfg.dropout, pretrained=cfg.pretrained, **kwargs)
 
 
 def init_from(net: AgeGenderNet, path: Path, cfg: argparse.Namespace) -> dict[str, Any]:
     """Load ``path``'s weights into ``net`` (the EMA when that run kept one: it is what was validated) and return
     the parent run's lineage for the manifest, so a fine-tuned model's total training stays on record."""
+    if path.suffix == ".safetensors":
+        return _init_from_export(net, path, cfg)
     state = checkpoint.load(path)
     parent_cfg = state["config"]
     # The input size may change (progressive resizing, as in FixRes / EfficientNetV2): the backbones are fully
     # convolutional with global pooling, so the same weights fit any resolution and only need fine-tuning to it.
     if parent_cfg["backbone"] != cfg.backbone:
         raise SystemExit(f"--init-from: {path} has backbone {parent_cfg['backbone']!r}, this run {cfg.backbone!r}")
+    parent_net = net_kwargs(parent_cfg)
+    _check_same_network(net, path, parent_net["backbone_options"], parent_net["normalization"])
     net.load_state_dict(checkpoint.validated_weights(state), strict=True)
     return {"checkpoint": str(path), "weights": checkpoint.weights_kind(state),
             "input_size": parent_cfg["input_size"],
@@ -80,11 +113,59 @@ def init_from(net: AgeGenderNet, path: Path, cfg: argparse.Namespace) -> dict[st
             "parent": state.get("parent")}
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and normalisation parameters (1-D tensors): decaying them only hurts."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def _init_from_export(net: AgeGenderNet, path: Path, cfg: argparse.Namespace) -> dict[str, Any]:
+    """``--init-from weights/agegender_X.safetensors``: continue from an *exported* model — what a session commits
+    before it ends, so the next one continues on any machine (``runs/`` is not in the repository). The fp16
+    tensors become the fp32 starting point; the lineage comes from the file's manifest entry beside it."""
+    from safetensors.torch import load_file
+
+    from agegender.weights import read_manifest
+
+    options = net_options(path)
+    meta_backbone = _safetensors_backbone(path)
+    if meta_backbone != cfg.backbone:
+        raise SystemExit(f"--init-from: {path} holds backbone {meta_backbone!r}, this run {cfg.backbone!r}")
+    _check_same_network(net, path, options.get("backbone_options"),
+                        options.get("normalization", backbone_spec(cfg.backbone).normalization))
+    net.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()}, strict=True)
+    try:
+        entry = read_manifest(path.parent)["files"].get(path.name, {})
+    except Exception:  # a file outside a weights folder: no lineage beyond the file itself
+        entry = {}
+    training = entry.get("training", {})
+    val = entry.get("metrics", {}).get("val", {}).get("combined", {})
+    return {"checkpoint": str(path), "weights": f"exported fp16 ({training.get('weights', 'unknown')})",
+            "input_size": options.get("input_size"), "epochs_completed": training.get("epochs_completed", 0.0),
+            "steps": training.get("steps", 0), "wall_time_s": training.get("wall_time_s", 0.0),
+            "hardware": training.get("hardware", "unknown"), "commands": list(training.get("commands", [])),
+            "val_mae": float(val.get("mae", float("nan"))), "parent": training.get("initialised_from")}
+
+
+def _check_same_network(net: AgeGenderNet, path: Path, options: dict | None, normalization: Any) -> None:
+    """Weights are only right in the layout and under the normalisation they were trained with."""
+    theirs = (layout_of(net.backbone_name, options), normalization)
+    ours = (layout_of(net.backbone_name, net.backbone_options), net.normalization)
+    if theirs != ours:
+        raise SystemExit(f"--init-from: {path} was trained with layout/normalisation {theirs}, this run has {ours}: "
+                         "pass the parent's --layout and --normalization")
+
+
+def _safetensors_backbone(path: Path) -> str | None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as fh:
+        return (fh.metadata() or {}).get("backbone")
+
+
+def parent_network(path: str) -> dict[str, str | None]:
+    """The ``layout`` and ``normalization`` names an ``--init-from`` parent was trained with."""
+    if path.endswith(".safetensors"):
+        options = net_options(path)
+        norm = options.get("normalization")
+        return {"layout": options.get("backbone_options", {}).get("layout"),
+                "normalization": next((k for k, v in NORMALIZATIONS.items() if v == norm), None)}
+    parent = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["config"]
+    return {"layout": parent.get("layout"), "normalization": parent.get("normalization")}
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable[[int], float]:
@@ -141,7 +222,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
             torch.set_float32_matmul_precision("high")
 
-        self.net = build_model(cfg, self.log)
+        self.net = build_model(cfg, self.log, ctx.is_main)
         cfg.input_size = self.net.input_size
         self.parent: dict[str, Any] | None = None
         if cfg.init_from and not cfg.resume:  # a resumed run restores its own weights below
@@ -152,16 +233,18 @@ class Trainer:
         self.normalize = Normalize(self.net.mean, self.net.std, channels_last=True).to(ctx.device)
         self._build_data()
         self.ema = ModelEMA(self.net, cfg.ema) if cfg.ema > 0 else None
-        self.optimizer = torch.optim.AdamW(param_groups(self.net, cfg.weight_decay), lr=cfg.lr,
-                                           fused=ctx.device.type == "cuda")
+        self.optimizer = torch.optim.AdamW(param_groups(self.net, cfg.weight_decay, cfg.lr, cfg.lr_mult),
+                                           lr=cfg.lr, fused=ctx.device.type == "cuda")
         self.total_steps = cfg.epochs * self.steps_per_epoch
+        self._setup_freeze()
         warmup = min(round(cfg.warmup_epochs * self.steps_per_epoch), self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(self.total_steps, max(warmup, 1), cfg.min_lr_ratio))
         self.autocast, self.scaler, cfg.precision = autocast_and_scaler(ctx.device, cfg.precision)
-        balance = decade_weights(np.concatenate([s.ages for s in self.train_splits])) if cfg.balance else None
+        balance = decade_weights(np.concatenate([s.ages for s in self.train_splits + self.gender_train])) \
+            if cfg.balance else None
         self.loss_fn = AgeGenderLoss(cfg.age_sigma, cfg.age_loss, cfg.gender_smoothing, cfg.gender_weight,
-                                     balance, cfg.age_l1).to(ctx.device)
+                                     balance, cfg.age_l1, cfg.distill_weight).to(ctx.device)
 
         self.epoch, self.epoch_step, self.step = 0, 0, 0
         self.best, self.best_epoch, self.bad_epochs = math.inf, 0, 0
@@ -172,6 +255,12 @@ class Trainer:
         self.commands.append(shlex.join(["python", "-m", "train", *argv])
                              + (f"  # torchrun, world size {ctx.world_size}" if ctx.enabled else ""))
 
+        self._set_frozen(self.step < self.freeze_steps)
+        self._wrap()
+
+    def _wrap(self) -> None:
+        """``self.model``: the network, under DDP and/or torch.compile."""
+        cfg, ctx = self.cfg, self.ctx
         self.model: nn.Module = self.net
         if ctx.enabled:
             self.model = DistributedDataParallel(self.net, device_ids=[ctx.local_rank] if ctx.device.type == "cuda"
@@ -179,16 +268,46 @@ class Trainer:
         if cfg.compile:
             self.model = torch.compile(self.model)
 
+    def _setup_freeze(self) -> None:
+        """Parameters and BatchNorms of the ``--freeze`` parts, frozen for the first ``--freeze-epochs``: the fresh
+        layer4 and heads settle before their random gradients reach the ImageNet stages (and, on a CPU, those
+        steps skip the backward pass through the frozen stages)."""
+        cfg = self.cfg
+        self.freeze_steps = round(cfg.freeze_epochs * self.steps_per_epoch) if cfg.freeze else 0
+        self.frozen_params = [p for n, p in self.net.named_parameters() if matched_part(n, cfg.freeze)]
+        self.frozen_norms = [m for n, m in self.net.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                             and matched_part(n + ".weight", cfg.freeze)]
+        if cfg.freeze and not self.frozen_params:
+            raise SystemExit(f"--freeze: no parameter matches {', '.join(cfg.freeze)}")
+        self.frozen = False
+
+    def _set_frozen(self, frozen: bool) -> None:
+        """Single process: frozen parameters stop requiring gradients (no backward through the frozen stem and
+        early stages). Under DDP, whose reducer is built for a fixed set of trainable parameters, they keep
+        requiring them and their gradients are dropped before each optimizer step instead (same updates)."""
+        if frozen == self.frozen and not frozen:
+            return
+        if not self.ctx.enabled:
+            for p in self.frozen_params:
+                p.requires_grad_(not frozen)
+        self.frozen = frozen
+
     # ------------------------------------------------------------------ setup
     def _build_data(self) -> None:
         cfg, ctx = self.cfg, self.ctx
         cache = Path(cfg.cache)
         self.train_splits = [load_split(cache, s, "train", cfg.limit_train, cfg.seed) for s in cfg.sets]
+        if cfg.distill_weight > 0:  # the bundled Lite0's distributions (python -m train.distill)
+            self.train_splits = [with_teacher(s, teacher_file(cache, s.dataset)) for s in self.train_splits]
         self.val_splits = [load_split(cache, s, "val", cfg.limit_val, cfg.seed) for s in cfg.sets]
+        # Gender-only faces in the wild (python -m train.aflw): extra training crops and/or their own val set.
+        self.gender_train = [load_split(cache, AFLW, "train", cfg.limit_train, cfg.seed)] if cfg.aflw_train else []
+        self.gender_val = [load_split(cache, AFLW, "val", cfg.limit_val, cfg.seed)] if cfg.aflw_val else []
         crop = self.train_splits[0].crop_size
-        if any(s.crop_size != crop for s in self.train_splits + self.val_splits):
+        if any(s.crop_size != crop for s in self.train_splits + self.val_splits + self.gender_train + self.gender_val):
             raise SystemExit(f"{cache}: the sets were cached at different crop sizes; rebuild it with one --size")
-        self.train_set = TrainCrops(self.train_splits, train_transform(crop, cfg.input_size), cfg.seed)
+        self.train_set = TrainCrops(self.train_splits + self.gender_train,
+                                    train_transform(crop, cfg.input_size, cfg.augment), cfg.seed)
         self.sampler = EpochSampler(self.train_set, ctx.world_size, ctx.rank, cfg.seed)
         self.steps_per_epoch = self.sampler.num_samples // cfg.batch_size
         if self.steps_per_epoch == 0:
@@ -204,7 +323,7 @@ class Trainer:
         evaluate = eval_transform(crop, context, cfg.input_size)
         # Validation crops need no augmentation: reading them in the main process costs less than more workers.
         self.val_loaders = {s.dataset: make_loader(shard(EvalCrops([s], evaluate), ctx), 2 * cfg.batch_size, 0, pin)
-                            for s in self.val_splits}
+                            for s in self.val_splits + self.gender_val}
 
     def data_summary(self) -> dict[str, Any]:
         return {split.dataset: {"train_crops": len(split), "val_crops": len(val),
@@ -260,20 +379,31 @@ class Trainer:
         return self.step % BUDGET_SYNC_EVERY == 0 and distributed.any_rank(over, self.ctx)
 
     # ------------------------------------------------------------------ loop
-    def train_step(self, images: torch.Tensor, ages: torch.Tensor, genders: torch.Tensor) -> torch.Tensor:
+    def train_step(self, images: torch.Tensor, ages: torch.Tensor, genders: torch.Tensor,
+                   teacher: torch.Tensor | None = None) -> torch.Tensor:
         """One optimizer step; returns the detached (total, age, gender) losses."""
         device = self.ctx.device
+        if self.frozen and self.step >= self.freeze_steps:
+            self._set_frozen(False)
+            self.log.info(f"step {self.step}: unfroze {', '.join(self.cfg.freeze)}")
+        for m in self.frozen_norms if self.frozen else ():
+            m.eval()  # keep the ImageNet statistics of frozen stages (validation puts the model back in train mode)
         images = images.to(device, non_blocking=True).float()
         age_t, gender_t, weight = self.loss_fn.targets(ages.to(device, non_blocking=True),
                                                        genders.to(device, non_blocking=True))
+        extra = () if teacher is None else (teacher[:, :101].to(device, non_blocking=True),)
         if self.cfg.mixup > 0:
             # Mixing raw pixels equals mixing normalised ones (normalisation is affine, λ + (1 - λ) = 1).
-            images, (age_t, gender_t, weight) = mixup(images, (age_t, gender_t, weight), self.cfg.mixup)
+            images, (age_t, gender_t, weight, *extra) = mixup(images, (age_t, gender_t, weight, *extra),
+                                                              self.cfg.mixup)
         with self.autocast():
             age_logits, gender_logit = self.model(self.normalize(images))
-        loss, age_loss, gender_loss = self.loss_fn(age_logits, gender_logit, age_t, gender_t, weight)
+        loss, age_loss, gender_loss = self.loss_fn(age_logits, gender_logit, age_t, gender_t, weight, *extra)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if self.frozen and self.ctx.enabled:
+            for p in self.frozen_params:
+                p.grad = None  # AdamW skips parameters without a gradient: no update, no weight decay
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -300,8 +430,8 @@ class Trainer:
             bar = tqdm(self.train_loader, total=self.steps_per_epoch, initial=self.epoch_step, disable=not ctx.is_main,
                        desc=f"epoch {self.epoch + 1}/{cfg.epochs}", dynamic_ncols=True, leave=False,
                        mininterval=1.0 if sys.stderr.isatty() else 60.0)
-            for images, ages, genders in bar:
-                losses = self.train_step(images, ages, genders)
+            for batch in bar:
+                losses = self.train_step(*batch)
                 sums[:3] += losses.double()
                 sums[3] += 1
                 if self.step % LOG_EVERY == 0:
@@ -352,6 +482,8 @@ class Trainer:
             if improved:
                 shutil.copyfile(self.out / checkpoint.LAST, self.out / checkpoint.BEST)
             per_set = ", ".join(f"{s} {metrics[f'val_mae_{s}']:.2f}" for s in cfg.sets)
+            if f"val_gender_acc_{AFLW}" in metrics:
+                per_set += f"; AFLW gender acc {metrics[f'val_gender_acc_{AFLW}']:.4f}"
             self.log.info(f"epoch {epoch_label} step {self.step}: loss {train[0]:.4f} (age {train[1]:.4f}, gender "
                           f"{train[2]:.4f}) | val MAE {metrics['val_mae']:.3f} ({per_set}), gender acc "
                           f"{metrics['val_gender_acc']:.4f}, ±5 {metrics['val_within_5']:.4f}"

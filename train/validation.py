@@ -33,7 +33,8 @@ def validate(model: nn.Module, loaders: dict[str, DataLoader], normalize: nn.Mod
     bins = None
     sums = {}
     for name, loader in loaders.items():
-        total = torch.zeros(4, dtype=torch.float64, device=ctx.device)  # |error| sum, correct genders, ±5, count
+        # |error| sum, ±5 and count over faces with an age label; correct genders and count over all faces.
+        total = torch.zeros(5, dtype=torch.float64, device=ctx.device)
         for images, ages, genders in loader:
             images = normalize(images.to(ctx.device, non_blocking=True))
             with autocast():
@@ -42,20 +43,26 @@ def validate(model: nn.Module, loaders: dict[str, DataLoader], normalize: nn.Mod
                 bins = torch.arange(age_logits.shape[1], device=ctx.device, dtype=torch.float32)
             expected = torch.softmax(age_logits.float(), dim=1) @ bins
             ages, genders = ages.to(ctx.device), genders.to(ctx.device)
-            error = (expected - ages.float()).abs()
+            labelled = ages >= 0
+            error = (expected - ages.float()).abs()[labelled]
             total[0] += error.sum().double()
-            total[1] += ((gender_logit.float() >= 0).long() == genders).sum().double()  # P(female) ≥ 0.5, as the app
-            total[2] += (error <= 5).sum().double()  # the evaluation's within_5 (agegender.evaluate)
-            total[3] += len(ages)
+            total[1] += (error <= 5).sum().double()  # the evaluation's within_5 (agegender.evaluate)
+            total[2] += labelled.sum().double()
+            total[3] += ((gender_logit.float() >= 0).long() == genders).sum().double()  # P(female) ≥ 0.5, as the app
+            total[4] += len(ages)
         sums[name] = all_reduce_sum(total, ctx)
     model.train(was_training)
     metrics = {}
-    for name, (abs_err, correct, within_5, count) in sums.items():
-        metrics[f"val_mae_{name}"] = float(abs_err / count)
-        metrics[f"val_within_5_{name}"] = float(within_5 / count)
+    for name, (abs_err, within_5, aged, correct, count) in sums.items():
+        if aged > 0:
+            metrics[f"val_mae_{name}"] = float(abs_err / aged)
+            metrics[f"val_within_5_{name}"] = float(within_5 / aged)
         metrics[f"val_gender_acc_{name}"] = float(correct / count)
-    abs_err, correct, within_5, count = torch.stack(list(sums.values())).sum(0)
-    metrics["val_mae"] = float(abs_err / count)
-    metrics["val_within_5"] = float(within_5 / count)
+    # The combined metrics are over the age-labelled sets only, so a gender-only set (AFLW) never moves the
+    # selection MAE nor the gender accuracy comparable with earlier runs; it has its own key.
+    aged_sums = [v for v in sums.values() if v[2] > 0]
+    abs_err, within_5, aged, correct, count = torch.stack(aged_sums).sum(0)
+    metrics["val_mae"] = float(abs_err / aged)
+    metrics["val_within_5"] = float(within_5 / aged)
     metrics["val_gender_acc"] = float(correct / count)
     return metrics

@@ -24,12 +24,11 @@ class ProbabilityModel(nn.Module):
         std = torch.tensor(net.std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
         self.register_buffer("scale", 1.0 / std, persistent=False)
         self.register_buffer("shift", -mean / std, persistent=False)
-        self.bgr = getattr(net, "channel_order", "RGB").upper() == "BGR"
 
     def forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # RGB, normalised with the network's RGB-ordered mean/std; a network trained on BGR (the MSRA ResNet-50)
+        # reorders the channels itself (AgeGenderNet.channel_order).
         x = crops.permute(0, 3, 1, 2).to(torch.float32)
-        if self.bgr:
-            x = x.flip(1)
         x = x * self.scale + self.shift
         age_logits, gender_logit = self.net(x)
         return torch.softmax(age_logits.float(), dim=1), torch.sigmoid(gender_logit.float())

@@ -8,12 +8,68 @@ consistent between training and inference.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CHANNEL_ORDERS = ("RGB", "BGR")
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How a set of weights expects its pixels: ``(pixel[channel_order] / 255 * scale - mean) / std``.
+
+    Weights are trained under one convention and silently give worse answers under another, so the convention
+    travels with them (the checkpoint's config, the manifest entry, the safetensors metadata) instead of being
+    assumed per architecture. ``mean``/``std`` are per channel *in* ``channel_order`` and on the ``scale`` range
+    (1.0: pixels in 0-1, as torchvision; 255.0: pixels in 0-255, as Caffe). :meth:`rgb_unit` restates them the
+    way the pipeline applies them (RGB order, 0-1 units); the network itself reorders channels for BGR weights.
+    """
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    channel_order: str = "RGB"
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, not {self.channel_order!r}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0 or self.scale <= 0:
+            raise ValueError(f"bad normalisation: mean {self.mean}, std {self.std}, scale {self.scale}")
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        object.__setattr__(self, "scale", float(self.scale))
+
+    def rgb_unit(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) in RGB order and 0-1 pixel units: ``(rgb / 255 - mean) / std`` is the network's input
+        (before the network's own reordering to ``channel_order``)."""
+        order = slice(None) if self.channel_order == "RGB" else slice(None, None, -1)
+        return (tuple(m / self.scale for m in self.mean[order]), tuple(s / self.scale for s in self.std[order]))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mean": list(self.mean), "std": list(self.std), "channel_order": self.channel_order,
+                "scale": self.scale}
+
+    @classmethod
+    def from_any(cls, value: "Normalization | Mapping[str, Any] | str") -> "Normalization":
+        """A :class:`Normalization` from itself, its :meth:`as_dict`, or a preset name (:data:`NORMALIZATIONS`)."""
+        if isinstance(value, Normalization):
+            return value
+        if isinstance(value, str):
+            try:
+                return NORMALIZATIONS[value]
+            except KeyError:
+                raise ValueError(f"unknown normalisation {value!r}; known: {', '.join(NORMALIZATIONS)}") from None
+        return cls(mean=tuple(value["mean"]), std=tuple(value["std"]),
+                   channel_order=str(value.get("channel_order", "RGB")), scale=float(value.get("scale", 1.0)))
+
+
+IMAGENET = Normalization(IMAGENET_MEAN, IMAGENET_STD, "RGB", 1.0)
+# The MSRA (Caffe) ResNet-50: BGR, 0-255, minus the per-channel mean of its mean image, no division.
+CAFFE_MSRA = Normalization((103.06, 115.90, 123.15), (1.0, 1.0, 1.0), "BGR", 255.0)
+NORMALIZATIONS: dict[str, Normalization] = {"imagenet": IMAGENET, "caffe_msra": CAFFE_MSRA}
 
 
 @dataclass(frozen=True)
@@ -24,6 +80,11 @@ class BackboneSpec:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     description: str = ""
+
+    @property
+    def normalization(self) -> Normalization:
+        """The default input convention (weights that record their own override it)."""
+        return Normalization(self.mean, self.std, "RGB", 1.0)
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
@@ -52,9 +113,10 @@ def backbone_spec(name: str) -> BackboneSpec:
         raise ValueError(f"unknown backbone {name!r}; available: {', '.join(sorted(_REGISTRY))}") from None
 
 
-def create_backbone(name: str, pretrained: bool = False, input_size: int | None = None) -> nn.Module:
+def create_backbone(name: str, pretrained: bool = False, input_size: int | None = None, **options: Any) -> nn.Module:
+    """``options`` are architecture variants the factory accepts (e.g. ``layout="v1"`` for ResNet-50)."""
     spec = backbone_spec(name)
-    return spec.factory(pretrained=pretrained, input_size=input_size or spec.input_size)
+    return spec.factory(pretrained=pretrained, input_size=input_size or spec.input_size, **options)
 
 
 def _load_builtin() -> None:

@@ -4,6 +4,11 @@ The PyPI torchvision wheels are CUDA builds that fail to import against the CPU 
 (``operator torchvision::nms does not exist``), and nothing the app imports may need them. Module and parameter
 names follow torchvision exactly (``conv1``, ``bn1``, ``layer1.0.downsample.0`` …) so a torchvision
 checkpoint loads with :func:`load_torchvision_state_dict`.
+
+Two layouts, same parameters and names: ``"v1.5"`` (torchvision: a down-sampling block strides in its 3x3
+convolution) and ``"v1"`` (He et al. 2016 and the MSRA Caffe release: it strides in the first 1x1 convolution and
+in the shortcut). Weights trained in one layout are wrong in the other, and their shapes cannot tell, so the layout
+is an option recorded with the weights (``backbone_options`` in the manifest), not a guess.
 """
 
 from __future__ import annotations
@@ -13,15 +18,18 @@ from torch import nn
 
 from .registry import register_backbone
 
+LAYOUTS = ("v1.5", "v1")
+
 
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 stride_in_1x1: bool = False):
         super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, stride=stride if stride_in_1x1 else 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1 if stride_in_1x1 else stride, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
@@ -37,10 +45,15 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    """torchvision-compatible ResNet trunk; ``num_classes=0`` leaves out the ImageNet classifier."""
+    """torchvision-compatible ResNet trunk; ``num_classes=0`` leaves out the ImageNet classifier; ``layout`` is
+    ``"v1.5"`` (torchvision) or ``"v1"`` (MSRA: stride in the first 1x1 convolution)."""
 
-    def __init__(self, layers: tuple[int, int, int, int] = (3, 4, 6, 3), num_classes: int = 0):
+    def __init__(self, layers: tuple[int, int, int, int] = (3, 4, 6, 3), num_classes: int = 0,
+                 layout: str = "v1.5"):
         super().__init__()
+        if layout not in LAYOUTS:
+            raise ValueError(f"ResNet layout must be one of {LAYOUTS}, not {layout!r}")
+        self.layout = layout
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -72,7 +85,7 @@ class ResNet(nn.Module):
                 nn.Conv2d(self.inplanes, planes * Bottleneck.expansion, 1, stride=stride, bias=False),
                 nn.BatchNorm2d(planes * Bottleneck.expansion),
             )
-        layers = [Bottleneck(self.inplanes, planes, stride, downsample)]
+        layers = [Bottleneck(self.inplanes, planes, stride, downsample, stride_in_1x1=self.layout == "v1")]
         self.inplanes = planes * Bottleneck.expansion
         layers += [Bottleneck(self.inplanes, planes) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
@@ -92,8 +105,12 @@ def load_torchvision_state_dict(model: ResNet, state_dict: dict[str, torch.Tenso
     model.load_state_dict(state_dict, strict=True)
 
 
-@register_backbone("resnet50", input_size=128, description="ResNet-50 (torchvision layout), trained from scratch")
-def resnet50(pretrained: bool = False, input_size: int = 128) -> ResNet:
+@register_backbone("resnet50", input_size=128,
+                   description="ResNet-50 (v1.5 or v1 layout); ImageNet initialisation via train.init_weights")
+def resnet50(pretrained: bool = False, input_size: int = 128, layout: str = "v1.5") -> ResNet:
     if pretrained:
-        raise ValueError("no pretrained ResNet-50 is available offline; it is trained from scratch")
-    return ResNet((3, 4, 6, 3))
+        # ImageNet weights for ResNet-50 are a training-time choice of source (python -m train --init msra |
+        # torchvision, see train/init_weights.py), not something the library downloads.
+        raise ValueError("ResNet-50 has no package-bundled ImageNet weights: train with --init msra or "
+                         "--init torchvision (train/init_weights.py)")
+    return ResNet((3, 4, 6, 3), layout=layout)
