@@ -1,11 +1,13 @@
 """How many threads one forward pass uses, and how many forward passes run at once in a process.
 
-Measured on the 2-core machine (benchmarks/bench_inference.py, README *Benchmarks*): onnxruntime with 2
-intra-op threads and spinning **off** is as fast as with spinning on when the CPU is idle and much faster when
-other programs use the cores, because spinning threads burn the time slices the busy cores could give to the
-one thread that has work. Several callers at once (Streamlit sessions, the live callback, a CLI batch) queue on
-one process-wide semaphore instead of running side by side: two passes of 2 threads on 2 cores only
-oversubscribe them, and a queue keeps each caller's latency predictable.
+Measured on the 2-core machine (``benchmarks/bench_inference.py --load 2``, README *Benchmarks*): EfficientNet-Lite0
+at batch 8 took 2.15 / 2.32 ms per view with 2 intra-op threads and spinning on / off on the idle CPU, but
+4.96 / 4.21 ms with two busy processes beside it: spinning threads burn the time slices a shared CPU could give
+to the one with work, so spinning is **off**. One thread: 4.2 ms either way. Two callers sharing one engine
+(Streamlit sessions, the live callback, a CLI batch) took 2.34 ms per view queued one pass at a time and 2.35
+side by side when idle, 4.60 and 3.89 under load: with spinning off, two passes at once do not hurt, so up to
+one pass per core runs at once (a semaphore with ``cpu_count()`` slots, which also bounds the memory of many
+simultaneous sessions); MediaPipe's detection takes a slot too.
 
 ``AGEGENDER_THREADS`` overrides the intra-op threads (e.g. 1 on a container with one core).
 """
@@ -38,8 +40,8 @@ def inference_threads() -> int:
 
 
 def concurrent_passes() -> int:
-    """Forward passes allowed at once in this process: as many as the cores can hold without oversubscription."""
-    return max(1, cpu_count() // inference_threads())
+    """Forward passes (and detections) allowed at once in this process: one per core (see the module docstring)."""
+    return max(1, cpu_count())
 
 
 INFERENCE_SLOTS = threading.BoundedSemaphore(concurrent_passes())
