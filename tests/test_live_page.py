@@ -20,8 +20,8 @@ if str(REPO) not in sys.path:  # app/ lives at the top of the repository, beside
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from agegender import Face  # noqa: E402
 from app import live  # noqa: E402
+from test_tracking import face as _face  # noqa: E402  (one hand-made Face for both files)
 
 APP = str(REPO / "streamlit_app.py")
 LIVE = "pages/2_Live_camera.py"
@@ -34,12 +34,6 @@ def jpeg(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _face(box, age: int, p_female: float, index: int = 1) -> Face:
-    probs = np.zeros(101)
-    probs[age] = 1.0
-    return Face(box=box, score=0.9, keypoints=np.zeros((6, 2)), age=float(age), age_low=float(age),
-                age_high=float(age), age_probs=probs, groups={}, gender="female" if p_female >= 0.5 else "male",
-                p_female=p_female, index=index)
 
 
 @pytest.fixture(autouse=True)
