@@ -11,8 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..chips import CHIP_FRAMINGS
-from ..cli_options import add_tta_arguments, tta_options, tta_variant
+from ..cli_options import tta_options, tta_variant
 from ..datasets import SETS, read_split
 from ..groups import NUM_AGE_BINS
 from ..paths import data_root
