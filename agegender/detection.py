@@ -6,28 +6,25 @@ in a 2000 px group photo shrinks to ~4 px and is lost. We therefore run the full
 whole) and merge everything with NMS. ``auto`` adds the short-range model, which is more reliable on big, near
 faces (selfies, webcams).
 
-MediaPipe task objects are not thread-safe, so every call into them holds one lock per detector.
+MediaPipe task objects are not thread-safe, so every call into them holds one lock per detector
+(:mod:`agegender.blazeface_task`); the detections, their overlaps and the keypoint check are
+:mod:`agegender.face_boxes`.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import logging
 import os
-import sys
-import threading
-import weakref
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import cv2
 import numpy as np
 
-from .engines import threads as thread_policy
+from .blazeface_task import _TaskDetector
 from .errors import InvalidImageError
-from .limits import NATIVE_SIDE_LIMIT
+from .face_boxes import KEYPOINT_NAMES, Detection, box_iou, face_shaped, merge_detections  # noqa: F401
+from .limits import NATIVE_SIDE_LIMIT  # noqa: F401  (tests patch it here)
 from .paths import WEIGHTS_DIR
 
 # MediaPipe/LiteRT print INFO and WARNING lines (e.g. "Sparsity tensors may not yet be fully supported") on every
@@ -44,14 +41,6 @@ MODEL_FILES = {
     "short": "face_detection_short_range.tflite",
     "full": "face_detection_full_range_sparse.tflite",
 }
-
-KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear", "left_ear")
-"""BlazeFace keypoint order; 'right' is the subject's right, i.e. the eye on the image's left."""
-
-_BOX_CENTRE_FROM_KEYPOINTS = {"short": (0.0, 0.03), "full": (0.0, 0.0)}
-"""Box centre minus the mean of the eyes, nose and mouth keypoints, in box widths/heights (mean over ~200
-unclipped detections per model on the group photos and padded UTKFace chips); used for edge-clamped boxes."""
-
 
 PASS_MAX_SIDE = 4096
 """Longest side of any frame handed to MediaPipe; larger passes run on a downscaled copy (see FaceDetector._run)."""
@@ -70,207 +59,6 @@ BORDER_VIEW_SIDE = 512
 """The border pass (FaceDetector._border_faces) frames the image and its corner crops (BORDER_CROP of each side)
 with BORDER_PAD × their longest side of grey, shrinks each padded view to BORDER_VIEW_SIDE px (the short-range model
 sees 128 px) and keeps faces running past the border by BORDER_MIN_CUT of their size with at least BORDER_MIN_SCORE."""
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One face found in an image, in that image's pixel coordinates (floats, x to the right, y down)."""
-
-    box: tuple[float, float, float, float]
-    score: float
-    keypoints: np.ndarray = field(repr=False)  # (6, 2) float32, order of KEYPOINT_NAMES
-    source: str = "full"  # which BlazeFace model found it ("short"/"full"): their boxes are framed differently
-
-    @property
-    def width(self) -> float:
-        return self.box[2] - self.box[0]
-
-    @property
-    def height(self) -> float:
-        return self.box[3] - self.box[1]
-
-
-def _pairwise_overlap(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(intersection areas (N, M), areas of a (N,), areas of b (M,)) for boxes in x1, y1, x2, y2."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return iw * ih, area_a, area_b
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix between boxes ``a`` (N, 4) and ``b`` (M, 4) in x1, y1, x2, y2."""
-    inter, area_a, area_b = _pairwise_overlap(a, b)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
-
-
-def _intersection_over_smaller(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    inter, area_a, area_b = _pairwise_overlap(a, b)
-    smaller = np.minimum(area_a[:, None], area_b[None, :])
-    return np.where(smaller > 0, inter / np.maximum(smaller, 1e-9), 0.0)
-
-
-def merge_detections(
-    detections: list[Detection], iou_threshold: float = 0.3, containment_threshold: float = 0.7
-) -> list[Detection]:
-    """Greedy NMS across passes and tiles.
-
-    Besides IoU we suppress a box mostly contained in a better one: the same face seen at two scales gives a
-    small box inside a big one whose IoU can be low.
-    """
-    if not detections:
-        return []
-    order = sorted(range(len(detections)), key=lambda i: -detections[i].score)
-    boxes = np.array([detections[i].box for i in order], dtype=np.float64)
-    iou = box_iou(boxes, boxes)
-    contain = _intersection_over_smaller(boxes, boxes)
-    keep: list[int] = []
-    suppressed = np.zeros(len(order), dtype=bool)
-    for rank in range(len(order)):
-        if suppressed[rank]:
-            continue
-        keep.append(order[rank])
-        suppressed |= (iou[rank] > iou_threshold) | (contain[rank] > containment_threshold)
-    return [detections[i] for i in keep]
-
-
-class _TaskDetector:
-    """One MediaPipe FaceDetector task plus the lock that makes it safe to share."""
-
-    def __init__(self, model_path: Path, min_score: float, source: str):
-        self.source = source
-        from mediapipe.tasks.python import BaseOptions, vision
-
-        options = vision.FaceDetectorOptions(
-            base_options=BaseOptions(model_asset_path=str(model_path)),
-            running_mode=vision.RunningMode.IMAGE,
-            min_detection_confidence=float(min_score),
-            min_suppression_threshold=0.3,
-        )
-        import mediapipe as mp
-
-        with _native_stderr_silenced():
-            self._task = vision.FaceDetector.create_from_options(options)
-            # Warm-up: the first call allocates buffers and prints a one-off LiteRT alignment warning.
-            self._task.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.zeros((64, 64, 3), np.uint8)))
-        self._lock = threading.Lock()
-        # Close explicitly: MediaPipe's __del__ at interpreter exit raises "NoneType is not callable".
-        self._finalizer = weakref.finalize(self, _close_task, self._task)
-        atexit.register(self._finalizer)
-
-    def detect(self, rgb: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[Detection]:
-        import mediapipe as mp
-
-        h, w = rgb.shape[:2]
-        if max(h, w) >= NATIVE_SIDE_LIMIT:  # last line of defence: FaceDetector._run never lets this happen
-            raise InvalidImageError(f"a {w}x{h} frame would abort MediaPipe (sides must stay below {NATIVE_SIDE_LIMIT})")
-        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
-        # The task's lock (MediaPipe tasks are not thread-safe), inside the process-wide slot that forward passes
-        # take too: on a small CPU one caller's detection and another's network pass queue instead of
-        # oversubscribing the cores (agegender.engines.threads).
-        with thread_policy.INFERENCE_SLOTS, self._lock:
-            result = self._task.detect(image)
-        out = []
-        ox, oy = offset
-        for det in result.detections:
-            bb = det.bounding_box
-            kps = np.array([[kp.x * w + ox, kp.y * h + oy] for kp in det.keypoints], dtype=np.float32)
-            if kps.shape != (6, 2):
-                kps = np.zeros((6, 2), dtype=np.float32)
-            bw, bh = float(bb.width), float(bb.height)
-            x1 = float(bb.origin_x) + ox
-            y1 = float(bb.origin_y) + oy
-            # MediaPipe clamps a box's origin to 0 but keeps its size, so a face cut by the left/top image edge
-            # comes back shifted inwards by the part that is cut off. Keypoints are not clamped: re-centre the box on
-            # them along the clamped axis (the box then extends past the edge, as it already does right/bottom).
-            if (bb.origin_x <= 0 or bb.origin_y <= 0) and kps.any() and np.all(np.isfinite(kps)):
-                centre = kps[:4].mean(0)
-                dx, dy = _BOX_CENTRE_FROM_KEYPOINTS.get(self.source, (0.0, 0.0))
-                if bb.origin_x <= 0:
-                    x1 = min(float(ox), float(centre[0]) + (dx - 0.5) * bw)
-                if bb.origin_y <= 0:
-                    y1 = min(float(oy), float(centre[1]) + (dy - 0.5) * bh)
-            box = (x1, y1, x1 + bw, y1 + bh)
-            out.append(Detection(box=box, score=float(det.categories[0].score), keypoints=kps, source=self.source))
-        return out
-
-    def close(self) -> None:
-        self._finalizer()
-
-
-@contextlib.contextmanager
-def _native_stderr_silenced():
-    """Hide LiteRT's C++ INFO/WARNING lines printed on model load (one per tensor: "Sparsity tensors may not
-    yet be fully supported"). They bypass Python logging, so only redirecting file descriptor 2 silences them.
-    Set AGEGENDER_VERBOSE=1 to see them."""
-    if os.environ.get("AGEGENDER_VERBOSE") == "1":
-        yield
-        return
-    with _STDERR_LOCK:  # two threads swapping fd 2 at once could leave it pointing at /dev/null for good
-        yield from _redirect_fd2_to_devnull()
-
-
-_STDERR_LOCK = threading.Lock()
-
-
-def _redirect_fd2_to_devnull():
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real fd 2 (some embedded interpreters): nothing to silence
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def _close_task(task) -> None:
-    try:
-        task.close()
-    except Exception:  # at interpreter exit MediaPipe's executor is already shut down
-        # Mark it closed so MediaPipe's own __del__ does not retry during module teardown and print a traceback;
-        # the process is exiting, so the native handle is reclaimed by the OS.
-        task._handle = None
-
-
-def face_shaped(det: Detection) -> bool:
-    """Whether the BlazeFace keypoints are arranged like a face: nose and mouth below the line of the eyes (in
-    the eyes' own frame, so tilted heads pass), the mouth below the nose, and not a nose that sits both beside one
-    eye of a frontal pair and nearly level with the eyes.
-
-    Why: BlazeFace's low-score false positives fit its keypoints to whatever it saw. The hand with a ring on
-    ``facenet_pytorch/multiface.jpg`` (score 0.53) has frontal eyes (0.45 box widths apart), its "nose" 0.38 eye
-    distances off their middle and only 0.30 below them; real faces on the annotated photos have one anomaly or
-    the other (a turned head: nose off-centre; a raised chin: nose high), never both.
-    """
-    k = np.asarray(det.keypoints, dtype=np.float64)
-    if k.shape != (6, 2) or not np.all(np.isfinite(k)) or not k.any():
-        return False
-    eyes = k[1] - k[0]
-    dist = float(np.hypot(*eyes))
-    if dist < 1e-6 or det.width <= 0:
-        return False
-    u = eyes / dist
-    v = np.array([-u[1], u[0]])  # points down the face
-    if abs(np.degrees(np.arctan2(u[1], u[0]))) > 60:
-        return False
-    mid = (k[0] + k[1]) / 2
-    nose_down, mouth_down = (k[2] - mid) @ v / dist, (k[3] - mid) @ v / dist
-    nose_side = (k[2] - mid) @ u / dist
-    if not (0.2 <= nose_down <= 1.8 and mouth_down - nose_down >= 0.15 and mouth_down <= 2.8):
-        return False
-    frontal_eyes = dist / det.width >= 0.4
-    return not (frontal_eyes and abs(nose_side) > 0.32 and nose_down < 0.4)
 
 
 def _flat(crop: np.ndarray) -> bool:
