@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import os
+import socket
+import sys
 import warnings
 from pathlib import Path
 
@@ -28,6 +30,19 @@ from agegender.paths import data_root  # noqa: E402
 
 ASTRONAUT_CELL = 512
 MOSAIC_SCALES = (512, 384, 256, 320, 448, 288)  # side of the astronaut pasted into each 512 px cell (2 x 3 grid)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (a test server, a DDP rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun_train(*train_args: str) -> list[str]:
+    """``python -m train ...`` in two local DDP processes (gloo on the CPU) meeting on a free port."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+            "--master_port", str(free_port()), "-m", "train", *train_args]
 
 
 def data_path(*parts: str) -> Path:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -42,12 +41,7 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install 
 
 sys.path.insert(0, str(REPO))
 from app.live import write_y4m  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import free_port  # noqa: E402
 
 
 @pytest.fixture(scope="module")

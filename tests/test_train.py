@@ -11,7 +11,6 @@ import csv
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from train.distributed import Dist
 from train.export import export_run, to_fp16
 from train.losses import AgeGenderLoss, decade_weights
 from train.train import Trainer, main
+from conftest import torchrun_train  # noqa: E402
 
 N_IMAGES = 64
 # Small and fast: 16-image batches, so 4 steps per epoch over the 64 crops; augmentation in the main process
@@ -142,12 +142,8 @@ def test_time_budget_stops_with_a_checkpoint(cache, tmp_path):
 @pytest.mark.data
 def test_ddp_two_processes_gloo(cache, tmp_path):
     out = tmp_path / "ddp"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(port), "-m", "train", *BASE, "--cache", str(cache), "--out", str(out),
-           "--max-steps", "2", "--limit-val", "40", "--ema", "0.9"]
+    cmd = torchrun_train(*BASE, "--cache", str(cache), "--out", str(out), "--max-steps", "2", "--limit-val", "40",
+                         "--ema", "0.9")
     proc = subprocess.run(cmd, cwd=REPO_DIR, env=_env(), capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "curves.png", "last.pt", "metrics.csv", "train.log"]

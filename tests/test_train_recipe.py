@@ -30,6 +30,8 @@ from train.init_weights import default_msra_dir
 from train.losses import AgeGenderLoss
 from train.parts import matched_part, param_groups
 from train.train import Trainer, main
+
+from conftest import torchrun_train
 from train.validation import validate
 
 RESNET = ["--sets", "utkface", "--backbone", "resnet50", "--input-size", "64", "--batch-size", "8", "--workers", "0",
@@ -320,16 +322,10 @@ def test_init_from_an_exported_model_continues_on_a_new_machine(cache, tmp_path)
 @pytest.mark.data
 def test_frozen_parts_under_ddp(cache, tmp_path):
     """Two gloo processes: DDP keeps a fixed set of trainable parameters, so frozen ones drop their gradients."""
-    import socket
-
     out = tmp_path / "ddp"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(port), "-m", "train", "--sets", "utkface", "--backbone", "efficientnet_lite0",
-           "--no-pretrained", "--batch-size", "8", "--workers", "0", "--cache", str(cache), "--out", str(out),
-           "--max-steps", "2", "--limit-val", "8", "--freeze", "net._conv_stem", "net._bn0", "--freeze-epochs", "1"]
+    cmd = torchrun_train("--sets", "utkface", "--backbone", "efficientnet_lite0", "--no-pretrained", "--batch-size",
+                         "8", "--workers", "0", "--cache", str(cache), "--out", str(out), "--max-steps", "2",
+                         "--limit-val", "8", "--freeze", "net._conv_stem", "net._bn0", "--freeze-epochs", "1")
     proc = subprocess.run(cmd, cwd=REPO_DIR, env=_env(), capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trained = checkpoint.load(out / "last.pt")["model"]
