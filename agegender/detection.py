@@ -6,9 +6,9 @@ in a 2000 px group photo shrinks to ~4 px and is lost. We therefore run the full
 whole) and merge everything with NMS. ``auto`` adds the short-range model, which is more reliable on big, near
 faces (selfies, webcams).
 
-MediaPipe task objects are not thread-safe, so every call into them holds one lock per detector
-(:mod:`agegender.blazeface_task`); the detections, their overlaps and the keypoint check are
-:mod:`agegender.face_boxes`.
+A MediaPipe task runs one call at a time on one core, so each model has a pool of tasks, one per core
+(:mod:`agegender.blazeface_task`), and the passes over one image run side by side; the detections, their overlaps
+and the keypoint check are :mod:`agegender.face_boxes`.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Callable, Literal
 
 import cv2
 import numpy as np
 
-from .blazeface_task import _TaskDetector
+from .blazeface_task import TaskPool, _TaskDetector  # noqa: F401  (benchmarks time _TaskDetector.detect)
+from .engines.threads import parallel_map
 from .errors import InvalidImageError
 from .face_boxes import KEYPOINT_NAMES, Detection, box_iou, face_shaped, merge_detections  # noqa: F401
 from .limits import NATIVE_SIDE_LIMIT  # noqa: F401  (tests patch it here)
@@ -64,6 +66,36 @@ sees 128 px) and keeps faces running past the border by BORDER_MIN_CUT of their 
 def _flat(crop: np.ndarray) -> bool:
     """True for a tile with (almost) no texture, judged on every 8th pixel (~4,000 samples; a few µs)."""
     return float(crop[::8, ::8].std()) < 3.0
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """One MediaPipe call of a detection: which model looks at which view (whose top-left is at ``x0, y0`` of the
+    image, framed by ``pad`` px of grey, downscaled to ``max_side``), and which of its detections to keep.
+    ``label`` names the pass for ``benchmarks/bench_detector.py``."""
+
+    model: str
+    label: str
+    view: np.ndarray = field(repr=False)
+    x0: int = 0
+    y0: int = 0
+    pad: int = 0
+    max_side: int = 0
+    keep: Callable[[Detection], bool] | None = None
+
+
+def _uncut_in_tile(x0: int, y0: int, x1: int, y1: int, w: int, h: int) -> Callable[[Detection], bool]:
+    """A face cut by an inner tile edge is seen whole by the neighbouring tile (overlap), by the next pyramid level
+    or by the global pass; a partial box would make an off-centre crop, so such detections are dropped."""
+    margin = 2.0
+
+    def keep(det: Detection) -> bool:
+        bx1, by1, bx2, by2 = det.box
+        cut = (x0 > 0 and bx1 <= x0 + margin) or (y0 > 0 and by1 <= y0 + margin) or (
+            x1 < w and bx2 >= x1 - margin) or (y1 < h and by2 >= y1 - margin)
+        return not cut
+
+    return keep
 
 
 def _tile_origins(length: int, tile: int, overlap: float) -> list[int]:
@@ -119,29 +151,38 @@ class FaceDetector:
         wdir = Path(weights_dir) if weights_dir else WEIGHTS_DIR
         from .weights import verified_path
 
-        self._short = _TaskDetector(verified_path(MODEL_FILES["short"], wdir), min_score, "short") if mode in ("auto", "short") else None
-        self._full = _TaskDetector(verified_path(MODEL_FILES["full"], wdir), min_score, "full") if mode in ("auto", "full") else None
+        self._short = TaskPool(verified_path(MODEL_FILES["short"], wdir), min_score, "short") if mode in ("auto", "short") else None
+        self._full = TaskPool(verified_path(MODEL_FILES["full"], wdir), min_score, "full") if mode in ("auto", "full") else None
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """Detect faces in an RGB uint8 image (use :func:`agegender.imageio.load_image` for anything else).
 
         Safe for any array size: MediaPipe never sees a frame with a side above :data:`PASS_MAX_SIDE` (it aborts
         the process at 32,767 px, see :mod:`agegender.limits`); larger passes run on a downscaled copy.
+        The passes (whole frame, tiles, border views) are independent MediaPipe calls of one core each, so they
+        run side by side, one per core (:func:`agegender.engines.threads.parallel_map`); only the merge waits.
         """
         if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             got = f"{rgb.dtype} array of shape {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
             raise InvalidImageError(f"detect() expects an RGB uint8 array of shape (H, W, 3), not a {got}")
         if rgb.shape[0] < 1 or rgb.shape[1] < 1:
             return []
-        candidates: list[Detection] = []
-        full: list[Detection] = []
+        passes: list[_Pass] = []
         if self._full is not None:
-            full = self._run(self._full, rgb) + self._detect_tiles(rgb)
-            candidates += full
+            passes += [_Pass("full", "whole frame", rgb)] + self._tile_passes(rgb)
         if self._short is not None:
-            short = self._run(self._short, rgb)
+            passes.append(_Pass("short", "whole frame", rgb))
             if self._full is not None:
-                short = self._confirmed_short(short, full) + self._border_faces(rgb)
+                passes += self._border_passes(rgb)
+        found = parallel_map(self._run_pass, passes)
+        full = [d for p, dets in zip(passes, found) if p.model == "full" for d in dets]
+        candidates = list(full)
+        if self._short is not None:
+            short = [d for p, dets in zip(passes, found) if p.model == "short" and p.label == "whole frame"
+                     for d in dets]
+            if self._full is not None:
+                border = [d for p, dets in zip(passes, found) if p.label == "border" for d in dets]
+                short = self._confirmed_short(short, full) + border
             candidates += short
         candidates = [d for d in candidates if d.score >= PLAUSIBLE_SCORE or face_shaped(d)]
         faces = merge_detections(candidates)
@@ -151,6 +192,12 @@ class FaceDetector:
             faces = faces[: self.max_faces]
         faces.sort(key=lambda d: (d.box[0], d.box[1]))
         return faces
+
+    def _run_pass(self, p: "_Pass") -> list[Detection]:
+        """One pass: the MediaPipe call and the pass's own filter (cut tiles, border faces)."""
+        task = self._full if p.model == "full" else self._short
+        dets = self._run(task, p.view, p.x0, p.y0, pad=p.pad, max_side=p.max_side)
+        return dets if p.keep is None else [d for d in dets if p.keep(d)]
 
     @staticmethod
     def _run(task: _TaskDetector, rgb: np.ndarray, x0: int = 0, y0: int = 0, pad: int = 0,
@@ -181,27 +228,26 @@ class FaceDetector:
             out.append(Detection(box=box, score=det.score, keypoints=kps.astype(np.float32), source=det.source))
         return out
 
-    def _border_faces(self, rgb: np.ndarray) -> list[Detection]:
+    def _border_passes(self, rgb: np.ndarray) -> list["_Pass"]:
         """Big, near faces cut by the image border (the selfie-taker at the frame's edge).
 
         BlazeFace rarely fires on a face that runs off the frame. Framed by a grey border it does, at modest
         scores, and more reliably when it also sees each corner of the frame at about twice the scale. So the
         short-range model runs on the padded frame and on its four padded corner crops (:data:`BORDER_CROP` of
-        each side; five calls of ~1.5 ms). A detection is kept only where it is what this pass is for: its box runs
+        each side; five calls of ~2 ms). A detection is kept only where it is what this pass is for: its box runs
         past the image border by :data:`BORDER_MIN_CUT` of its size, it clears :data:`BORDER_MIN_SCORE` and its
         keypoints are face-shaped (:func:`face_shaped`)."""
         h, w = rgb.shape[:2]
         ch, cw = max(1, int(round(h * BORDER_CROP))), max(1, int(round(w * BORDER_CROP)))
         views = [(rgb, 0, 0)] + [(rgb[y0:y0 + ch, x0:x0 + cw], x0, y0) for y0 in (0, h - ch) for x0 in (0, w - cw)]
-        kept = []
-        for view, x0, y0 in views:
-            pad = int(round(BORDER_PAD * max(view.shape[:2])))
-            for det in self._run(self._short, view, x0, y0, pad=pad, max_side=BORDER_VIEW_SIDE):
-                x1, y1, x2, y2 = det.box
-                cut = max(-x1, -y1, x2 - w, y2 - h) / max(det.width, det.height, 1e-6)
-                if cut >= BORDER_MIN_CUT and det.score >= BORDER_MIN_SCORE and face_shaped(det):
-                    kept.append(det)
-        return kept
+
+        def keep(det: Detection) -> bool:
+            x1, y1, x2, y2 = det.box
+            cut = max(-x1, -y1, x2 - w, y2 - h) / max(det.width, det.height, 1e-6)
+            return cut >= BORDER_MIN_CUT and det.score >= BORDER_MIN_SCORE and face_shaped(det)
+
+        return [_Pass("short", "border", view, x0, y0, pad=int(round(BORDER_PAD * max(view.shape[:2]))),
+                      max_side=BORDER_VIEW_SIDE, keep=keep) for view, x0, y0 in views]
 
     def _confirmed_short(self, short: list[Detection], full: list[Detection]) -> list[Detection]:
         """In ``auto`` mode the short-range model is there for big, near faces, which it scores highly; its
@@ -217,8 +263,8 @@ class FaceDetector:
                 kept.append(det)
         return kept
 
-    def _detect_tiles(self, rgb: np.ndarray) -> list[Detection]:
-        """Full-range detections on a pyramid of overlapping tiles (``tile_size``, 2×, 4× … up to the image).
+    def _tile_passes(self, rgb: np.ndarray) -> list["_Pass"]:
+        """Full-range passes on a pyramid of overlapping tiles (``tile_size``, 2×, 4× … up to the image).
 
         A face bigger than a level's overlap may be cut in every tile of that level; the next level (tiles twice
         as big, overlap twice as big) sees it whole, at a size BlazeFace handles well. Every level stays: on the
@@ -227,31 +273,23 @@ class FaceDetector:
         ``insightface/t1.jpg`` at 640x480 is found only by its two 512 px tiles.
         """
         h, w = rgb.shape[:2]
-        out: list[Detection] = []
+        out: list[_Pass] = []
         tile = self.tile_size
         while max(h, w) > tile * 1.25 or (tile == self.tile_size and max(h, w) > tile):
-            out += self._detect_level(rgb, tile)
+            out += self._level_passes(rgb, tile)
             tile *= 2
         return out
 
-    def _detect_level(self, rgb: np.ndarray, tile: int) -> list[Detection]:
+    def _level_passes(self, rgb: np.ndarray, tile: int) -> list["_Pass"]:
         h, w = rgb.shape[:2]
-        out: list[Detection] = []
-        margin = 2.0
+        out: list[_Pass] = []
         for y0 in _tile_origins(h, tile, self.tile_overlap):
             for x0 in _tile_origins(w, tile, self.tile_overlap):
                 x1, y1 = min(w, x0 + tile), min(h, y0 + tile)
                 crop = rgb[y0:y1, x0:x1]
                 if min(crop.shape[:2]) < MIN_TILE_SIDE or _flat(crop):
                     continue  # no face fits in a sliver, and none hides in a flat area (margins, black bars)
-                for det in self._run(self._full, crop, x0, y0):
-                    bx1, by1, bx2, by2 = det.box
-                    # A face cut by an inner tile edge is seen whole by the neighbouring tile (overlap), by the
-                    # next pyramid level or by the global pass; a partial box would make an off-centre crop.
-                    cut = (x0 > 0 and bx1 <= x0 + margin) or (y0 > 0 and by1 <= y0 + margin) or (
-                        x1 < w and bx2 >= x1 - margin) or (y1 < h and by2 >= y1 - margin)
-                    if not cut:
-                        out.append(det)
+                out.append(_Pass("full", f"tiles {tile}", crop, x0, y0, keep=_uncut_in_tile(x0, y0, x1, y1, w, h)))
         return out
 
     def close(self) -> None:

@@ -1,10 +1,11 @@
 """Where FaceDetector("auto") spends its time, pass by pass (issue 11, item 6: detector cost).
 
-Every MediaPipe call is timed and attributed to the pass that made it (whole frame full-range, each tile level,
+Every MediaPipe pass is timed (passes run side by side, one per core: the total is wall time, the passes' sum
+CPU time) and attributed to its kind (whole frame full-range, each tile level,
 whole frame short-range, the border pass), on a 640x480 webcam-sized frame, a 720p and a 1080p frame and the
 ~2000 px group photos. Frames are cut from the group photos under $AGEGENDER_DATA/group_photos (resized to fill
-the size, centre crop). Run it on any checkout to compare versions (the attribution only needs
-``_TaskDetector.detect``)::
+the size, centre crop). Run it on any checkout to compare versions (the attribution needs
+``FaceDetector._run_pass``)::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_detector.py [--repeat 7] [--json out.json]
 
@@ -17,7 +18,7 @@ import argparse
 import json
 import os
 import statistics
-import sys
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -48,35 +49,27 @@ def fill(img: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 class PassTimer:
-    """Wraps _TaskDetector.detect: time of each MediaPipe call, keyed by the FaceDetector method that made it."""
+    """Wraps ``FaceDetector._run_pass``: time of each MediaPipe pass, keyed by its model and label ("full tiles
+    512", "short border", …). Passes run side by side, so their sum is CPU time, more than the wall time."""
 
     def __init__(self):
         self.ms: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
-        self._orig = detection._TaskDetector.detect
+        self._orig = FaceDetector._run_pass
         timer = self
 
-        def timed(task, rgb, *args, **kwargs):
+        def timed(detector, p):
             start = time.perf_counter()
             try:
-                return timer._orig(task, rgb, *args, **kwargs)
+                return timer._orig(detector, p)
             finally:
-                key = timer._label(task.source, sys._getframe(1))
-                timer.ms[key] += (time.perf_counter() - start) * 1000
-                timer.calls[key] += 1
+                key = f"{p.model} {p.label}"
+                with timer._lock:
+                    timer.ms[key] += (time.perf_counter() - start) * 1000
+                    timer.calls[key] += 1
 
-        detection._TaskDetector.detect = timed
-
-    @staticmethod
-    def _label(source: str, frame) -> str:
-        while frame is not None and frame.f_code.co_name in ("_run", "timed"):
-            frame = frame.f_back
-        name = frame.f_code.co_name if frame is not None else "?"
-        if name == "_detect_level":
-            return f"{source} tiles {frame.f_locals.get('tile')}"
-        if name == "_border_faces":
-            return f"{source} border"
-        return f"{source} whole frame"
+        self._lock = threading.Lock()
+        FaceDetector._run_pass = timed
 
     def reset(self):
         self.ms.clear()

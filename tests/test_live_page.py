@@ -177,17 +177,28 @@ def test_an_analysis_of_an_old_size_frame_is_discarded():
     release = threading.Event()
 
     class Slow:
+        sizes: list = []
+
         def predict(self, rgb, keep_crops=True, scale_tta=None):
+            Slow.sizes.append(rgb.shape[:2])
             release.wait(5)
-            return [_face((10, 10, 100, 100), 25, 0.2)]
+            if rgb.shape[:2] == (480, 640):
+                return [_face((200, 150, 300, 250), 25, 0.2)]  # inside the 320x240 frame too, but stale there
+            return [_face((10, 10, 60, 60), 30, 0.8)]
 
     analyzer = live.LiveAnalyzer(Slow(), background=True, idle_exit_s=0.5)
     analyzer.process_rgb(np.zeros((480, 640, 3), np.uint8))  # analysed in the background…
+    deadline = time.monotonic() + 5
+    while not Slow.sizes and time.monotonic() < deadline:
+        time.sleep(0.01)
     analyzer.process_rgb(np.zeros((240, 320, 3), np.uint8))  # …while the stream changes size
     release.set()
     assert analyzer.wait_idle(5)
-    assert analyzer.tracker.tracks == []  # the 640x480 result does not come back as tracks on 320x240 frames
-    assert not analyzer.process_rgb(np.zeros((240, 320, 3), np.uint8))[20:90, 20:90].any()
+    assert Slow.sizes == [(480, 640), (240, 320)]  # the new-size frame waited in the slot, then was analysed
+    # The 640x480 result does not come back as a track on 320x240 frames; the 320x240 one does.
+    assert [tuple(round(v) for v in t.box) for t in analyzer.tracker.tracks] == [(10, 10, 60, 60)]
+    out = analyzer.process_rgb(np.zeros((240, 320, 3), np.uint8))
+    assert out[10:61, 10:61].any() and not out[150:251, 200:301].any()
 
 
 def test_live_analyzer_background_thread_keeps_frames_flowing():
@@ -207,12 +218,14 @@ def test_live_analyzer_background_thread_keeps_frames_flowing():
     deadline = time.monotonic() + 5
     while SlowEstimator.calls == 0 and time.monotonic() < deadline:  # the thread picks the frame up
         time.sleep(0.01)
-    for _ in range(19):  # frames keep coming back while the model is busy, without boxes yet
-        out = analyzer.process_rgb(frame.copy())
-        assert not out.any()
-    assert SlowEstimator.calls == 1  # one analysis at a time: frames that arrive meanwhile are not queued
+    for i in range(19):  # frames keep coming back while the model is busy, without boxes yet
+        out = analyzer.process_rgb(np.full_like(frame, i))
+        assert (out == i).all()  # nothing drawn on it
+    assert SlowEstimator.calls == 1  # one analysis at a time
+    assert analyzer._pending[0].max() == 18  # the frames that arrived meanwhile: only the newest waits
     release.set()
     assert analyzer.wait_idle(5)
+    assert SlowEstimator.calls == 2  # …and is analysed as soon as the model is free, not one frame later
     out = analyzer.process_rgb(frame.copy())
     assert out.any()  # now the track is drawn
     assert analyzer.wait_idle(5)

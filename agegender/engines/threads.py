@@ -16,6 +16,11 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 MAX_DEFAULT_THREADS = 2
 
@@ -46,3 +51,34 @@ def concurrent_passes() -> int:
 
 INFERENCE_SLOTS = threading.BoundedSemaphore(concurrent_passes())
 """Held around every engine call (see the module docstring)."""
+
+
+_POOL: "ThreadPoolExecutor | None" = None
+_POOL_LOCK = threading.Lock()
+_IN_POOL = threading.local()
+
+
+def _mark_pool_thread() -> None:
+    _IN_POOL.active = True
+
+
+def parallel_map(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """``[fn(x) for x in items]`` on the process-wide worker threads, one per core, results in order.
+
+    For native calls that use one core each and release the GIL, e.g. the detector's MediaPipe passes: one
+    BlazeFace call is single-threaded (4.4 ms wall = 4.3 ms CPU for a 512 px tile here), and two tasks side by side
+    finish two calls in 4.6 ms. Items run inline when there is one core, one item, or when the caller is itself
+    one of the workers (a nested call would wait on work queued behind it). The workers are shared by every
+    caller in the process, so several sessions together still use at most one worker per core; each call inside
+    takes an :data:`INFERENCE_SLOTS` slot as well.
+    """
+    items = list(items)
+    if len(items) <= 1 or concurrent_passes() <= 1 or getattr(_IN_POOL, "active", False):
+        return [fn(x) for x in items]
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=concurrent_passes(), thread_name_prefix="agegender-pass",
+                                       initializer=_mark_pool_thread)
+        pool = _POOL
+    return list(pool.map(fn, items))

@@ -1,0 +1,103 @@
+"""The detector's passes run side by side (``agegender.engines.threads.parallel_map`` over a pool of MediaPipe tasks,
+``agegender.blazeface_task.TaskPool``): the same faces as one pass after another, results in order, no task used
+by two threads at once, and no deadlock when a worker itself asks for parallel work."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import agegender.blazeface_task as blazeface_task
+import agegender.detection as detection
+from agegender.engines import threads
+
+
+def test_parallel_map_keeps_order_and_raises():
+    assert threads.parallel_map(lambda x: x * x, range(20)) == [x * x for x in range(20)]
+    assert threads.parallel_map(lambda x: x, []) == []
+
+    def boom(x):
+        if x == 3:
+            raise ValueError("three")
+        return x
+
+    with pytest.raises(ValueError, match="three"):
+        threads.parallel_map(boom, range(6))
+
+
+def test_parallel_map_uses_the_workers_and_runs_nested_calls_inline(monkeypatch):
+    monkeypatch.setattr(threads, "concurrent_passes", lambda: 2)
+    names = threads.parallel_map(lambda _: threading.current_thread().name, range(8))
+    assert all(n.startswith("agegender-pass") for n in names)
+
+    def outer(x):  # a worker that asks for parallel work must not wait on work queued behind itself
+        return sum(threads.parallel_map(lambda y: y + x, range(4)))
+
+    done: list = []
+    t = threading.Thread(target=lambda: done.append(threads.parallel_map(outer, range(6))))
+    t.start()
+    t.join(10)
+    assert done == [[sum(y + x for y in range(4)) for x in range(6)]]
+
+
+def test_parallel_map_is_inline_on_one_core(monkeypatch):
+    monkeypatch.setattr(threads, "concurrent_passes", lambda: 1)
+    me = threading.current_thread().name
+    assert threads.parallel_map(lambda _: threading.current_thread().name, range(5)) == [me] * 5
+
+
+@pytest.mark.parametrize("mode", ["full", "auto"])
+def test_parallel_passes_find_what_serial_passes_find(mode, mosaic, detectors, monkeypatch):
+    img, _ = mosaic
+    det = detectors(mode)
+    parallel = det.detect(img)
+    monkeypatch.setattr(detection, "parallel_map", lambda fn, items: [fn(x) for x in items])
+    serial = det.detect(img)
+    assert len(parallel) == len(serial) == 6
+    for a, b in zip(parallel, serial):
+        assert a.box == b.box and a.score == b.score and a.source == b.source
+        np.testing.assert_array_equal(a.keypoints, b.keypoints)
+
+
+def test_task_pool_gives_each_task_to_one_caller_at_a_time(monkeypatch):
+    active: dict[int, int] = {}
+    overlaps: list[int] = []
+    lock = threading.Lock()
+
+    class FakeTask:
+        def __init__(self, model_path, min_score, source):
+            self.source = source
+
+        def detect(self, rgb, offset=(0, 0)):
+            with lock:
+                active[id(self)] = active.get(id(self), 0) + 1
+                if active[id(self)] > 1:
+                    overlaps.append(id(self))
+            time.sleep(0.002)
+            with lock:
+                active[id(self)] -= 1
+            return [offset]
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(blazeface_task, "_TaskDetector", FakeTask)
+    pool = blazeface_task.TaskPool("model.tflite", 0.5, "full", size=2)
+    assert len(pool._tasks) == 1  # one made at once; the second only when two calls overlap
+    frame = np.zeros((8, 8, 3), np.uint8)
+    out: list = []
+
+    def caller(k: int) -> None:
+        for i in range(25):
+            out.append(pool.detect(frame, (k, i)))
+
+    callers = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join(20)
+    assert len(out) == 100 and not overlaps
+    assert len(pool._tasks) == 2  # never more than its size, however many callers
