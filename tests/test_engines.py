@@ -74,6 +74,24 @@ def test_onnx_and_torch_give_the_same_probabilities_on_real_faces(backbone, engi
     assert a.box == b.box and abs(a.age - b.age) < 1e-3 and abs(a.p_female - b.p_female) < 1e-4
 
 
+def test_a_batch_split_across_cores_equals_one_pass(engines, astronaut, monkeypatch):
+    """The onnx engine runs a batch as one single-threaded part per core (agegender.engines.threads); the parts
+    must come back in order and equal one pass over the whole batch."""
+    from agegender.engines import threads
+
+    _bundled("efficientnet_lite0")
+    engine = engines("efficientnet_lite0")[0].engine
+    crops = _real_face_crops(engines("efficientnet_lite0")[0], astronaut)
+    whole = engine._run_part(np.ascontiguousarray(crops))
+    monkeypatch.setattr(threads, "concurrent_passes", lambda: 3)
+    assert len(threads.batch_parts(len(crops), engine.threads)) == 3
+    split = engine.run(crops)
+    for a, b in zip(split, whole):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert np.abs(split[0][0] - split[0][-1]).sum() > 1e-3  # different faces, so an order mix-up would show
+
+
 def test_auto_prefers_the_bundled_onnx_graph(astronaut):
     _bundled("efficientnet_lite0")
     est = Estimator()

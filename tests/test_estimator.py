@@ -388,9 +388,24 @@ def test_inference_threads_follow_the_cores_and_the_override(monkeypatch):
     from agegender.engines import threads
 
     monkeypatch.delenv("AGEGENDER_THREADS", raising=False)
-    assert threads.inference_threads() == min(2, threads.cpu_count())
-    monkeypatch.setenv("AGEGENDER_THREADS", "1")
-    assert threads.inference_threads() == 1
+    assert threads.inference_threads() == 1  # one thread per pass; batches are split across the cores instead
+    monkeypatch.setenv("AGEGENDER_THREADS", "3")
+    assert threads.inference_threads() == 3
     assert threads.concurrent_passes() == threads.cpu_count()
     monkeypatch.setenv("AGEGENDER_THREADS", "lots")  # ignored, with the default
-    assert threads.inference_threads() == min(2, threads.cpu_count())
+    assert threads.inference_threads() == 1
+
+
+def test_batch_parts_cover_the_batch_once_per_core(monkeypatch):
+    from agegender.engines import threads
+
+    monkeypatch.setattr(threads, "concurrent_passes", lambda: 2)
+    assert threads.batch_parts(16) == [slice(0, 8), slice(8, 16)]
+    assert threads.batch_parts(15) == [slice(0, 8), slice(8, 15)]
+    assert threads.batch_parts(1) == [slice(0, 1)]  # never an empty part
+    assert threads.batch_parts(16, threads=2) == [slice(0, 16)]  # an intra-op pool of its own: no split
+    monkeypatch.setattr(threads, "concurrent_passes", lambda: 3)
+    for n in range(1, 40):
+        parts = threads.batch_parts(n)
+        assert sum(p.stop - p.start for p in parts) == n and all(p.stop > p.start for p in parts)
+        assert [p.start for p in parts[1:]] == [p.stop for p in parts[:-1]]

@@ -2,10 +2,12 @@
 shared by all threads (``run`` is thread-safe), with explicit session options.
 
 Options and why (measured, see :mod:`agegender.engines.threads` and README *Benchmarks*):
-- ``intra_op_num_threads`` = :func:`inference_threads` (2 on the 2-core machine), ``inter_op_num_threads`` = 1 and
-  sequential execution: the graphs are a single chain of convolutions, there is nothing to run in parallel.
-- ``session.intra_op.allow_spinning = 0``: idle workers sleep instead of spinning, so a CPU shared with other work
-  (a laptop, a Streamlit Cloud container) is not made busier by us waiting.
+- ``intra_op_num_threads`` = :func:`inference_threads` (1), ``inter_op_num_threads`` = 1 and sequential execution:
+  the graphs are a single chain of convolutions. A batch is instead split into one part per core, run side by
+  side on the shared workers (``session.run`` is thread-safe): no barrier per layer, which a busy CPU punishes
+  (:mod:`agegender.engines.threads`).
+- ``session.intra_op.allow_spinning = 0``: where ``AGEGENDER_THREADS`` asks for an intra-op pool, its idle
+  workers sleep instead of spinning, so a CPU shared with other work is not made busier by us waiting.
 - ``ORT_ENABLE_ALL`` graph optimisations: folds the float16→float32 weight casts and BatchNorms into constant
   convolution weights and picks the blocked (NCHWc) convolution kernels for AVX2.
 The model bytes come verified from :func:`agegender.weights.verified_bytes` (one read, hashed, then parsed).
@@ -18,7 +20,7 @@ import numpy as np
 from ..errors import WeightsError
 from .base import EngineOutput
 from . import threads as thread_policy
-from .threads import inference_threads
+from .threads import batch_parts, inference_threads, parallel_map
 
 INPUT_NAME = "crops"
 OUTPUT_NAMES = ("age_probs", "p_female")
@@ -63,15 +65,24 @@ class OnnxEngine:
         self.source = source
         self.precision = precision
         self.providers = self.session.get_providers()
+        self.split_batches = self.providers[0] == "CPUExecutionProvider"  # a GPU wants the whole batch at once
 
     def run(self, crops: np.ndarray) -> EngineOutput:
-        feed = {INPUT_NAME: np.ascontiguousarray(crops, dtype=np.uint8)}
+        crops = np.ascontiguousarray(crops, dtype=np.uint8)
+        parts = batch_parts(len(crops), self.threads) if self.split_batches else [slice(None)]
+        if len(parts) == 1:
+            return self._run_part(crops)
+        outputs = parallel_map(lambda part: self._run_part(crops[part]), parts)
+        return (np.concatenate([age for age, _ in outputs]), np.concatenate([female for _, female in outputs]))
+
+    def _run_part(self, crops: np.ndarray) -> EngineOutput:
         with thread_policy.INFERENCE_SLOTS:
-            age_probs, p_female = self.session.run(list(OUTPUT_NAMES), feed)
+            age_probs, p_female = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: crops})
         return age_probs, p_female
 
     def describe(self) -> dict:
-        return {"engine": self.name, "precision": self.precision, "threads": self.threads, "file": self.source,
+        return {"engine": self.name, "precision": self.precision, "threads": self.threads,
+                "batch_parts": len(batch_parts(64, self.threads)) if self.split_batches else 1, "file": self.source,
                 "providers": self.providers}
 
 

@@ -1,15 +1,21 @@
-"""How many threads one forward pass uses, and how many forward passes run at once in a process.
+"""How many threads one forward pass uses, how a batch is spread over the cores, and how many passes run at once.
 
-Measured on the 2-core machine (``benchmarks/bench_inference.py --load 2``, README *Benchmarks*): EfficientNet-Lite0
-at batch 8 took 2.15 / 2.32 ms per view with 2 intra-op threads and spinning on / off on the idle CPU, but
-4.96 / 4.21 ms with two busy processes beside it: spinning threads burn the time slices a shared CPU could give
-to the one with work, so spinning is **off**. One thread: 4.2 ms either way. Two callers sharing one engine
-(Streamlit sessions, the live callback, a CLI batch) took 2.34 ms per view queued one pass at a time and 2.35
-side by side when idle, 4.60 and 3.89 under load: with spinning off, two passes at once do not hurt, so up to
-one pass per core runs at once (a semaphore with ``cpu_count()`` slots, which also bounds the memory of many
-simultaneous sessions); MediaPipe's detection takes a slot too.
+Measured on the 2-core machine (``benchmarks/bench_inference.py --load 2``, README *Benchmarks*):
+- onnxruntime's own intra-op pool: EfficientNet-Lite0 at batch 8 took 2.15 / 2.32 ms per view with 2 threads and
+  spinning on / off on the idle CPU, but 4.96 / 4.21 ms with two busy processes beside it: spinning threads burn
+  the time slices a shared CPU could give to the one with work, so spinning is **off**.
+- Better still is no intra-op pool at all: each forward pass runs on **one thread**, and a batch is split into
+  one part per core that run side by side (:func:`batch_parts`, :func:`parallel_map`). The parts never wait for
+  each other inside a layer (an intra-op pool meets at a barrier after every convolution, and on a shared CPU
+  the pass waits for whichever thread was preempted). ``bald_guys.jpg`` end to end (144 views): 451 → 427 ms
+  idle, 988 → 899 ms with two busy processes (alternating runs, 7 each).
+- Two callers sharing one engine (Streamlit sessions, the live callback, a CLI batch) took 2.34 ms per view
+  queued one pass at a time and 2.35 side by side when idle, 4.60 and 3.89 under load: so up to one pass per core
+  runs at once (a semaphore with ``cpu_count()`` slots, which also bounds the memory of many simultaneous
+  sessions); MediaPipe's detection passes take a slot too, and run on the same per-core workers.
 
-``AGEGENDER_THREADS`` overrides the intra-op threads (e.g. 1 on a container with one core).
+``AGEGENDER_THREADS=k`` gives every pass k intra-op threads and stops the splitting (e.g. for a GPU-less server
+that runs one request at a time on many cores).
 """
 
 from __future__ import annotations
@@ -22,9 +28,6 @@ from typing import Callable, Iterable, TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
-MAX_DEFAULT_THREADS = 2
-
-
 def cpu_count() -> int:
     """Cores this process may use (the affinity mask, as in a container), not the host's."""
     try:
@@ -34,14 +37,22 @@ def cpu_count() -> int:
 
 
 def inference_threads() -> int:
-    """Intra-op threads per forward pass: ``AGEGENDER_THREADS`` or min(2, cores)."""
+    """Intra-op threads per forward pass: ``AGEGENDER_THREADS``, else 1 (batches are split across cores instead)."""
     raw = os.environ.get("AGEGENDER_THREADS", "").strip()
     if raw:
         try:
             return max(1, int(raw))
         except ValueError:
             pass
-    return min(MAX_DEFAULT_THREADS, cpu_count())
+    return 1
+
+
+def batch_parts(n: int, threads: int = 1) -> list[slice]:
+    """How a batch of ``n`` is split for single-threaded passes: one near-equal part per core (fewer for small
+    batches: never an empty part); one part when each pass has intra-op threads of its own."""
+    parts = 1 if threads > 1 else max(1, min(concurrent_passes(), n))
+    bounds = [round(i * n / parts) for i in range(parts + 1)]
+    return [slice(bounds[i], bounds[i + 1]) for i in range(parts)]
 
 
 def concurrent_passes() -> int:
