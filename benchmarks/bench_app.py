@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from app_browser import CHROMIUM, browser_runs, median_s, png, variant  # noqa: E402
-from load import busy_load  # noqa: E402
+from load import busy_load, cpu_description  # noqa: E402
 def mosaic() -> np.ndarray:
     from skimage import data
 
@@ -193,7 +193,7 @@ def main() -> int:
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
     print(f"\nimage: 2 x 5 astronaut mosaic, 1600x640 px; repeats: {args.repeats} (medians); "
-          f"CPU cores: {os.cpu_count()}; load N = {args.load} busy processes")
+          f"CPU: {cpu_description()}, {os.cpu_count()} cores; load N = {args.load} busy processes")
     print(line(header))
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:

@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load import busy_load, loadavg  # noqa: E402
+from load import busy_load, cpu_description, loadavg  # noqa: E402
 
 from agegender import Estimator, WeightsError, __version__  # noqa: E402
 from agegender.engines import threads as thread_policy  # noqa: E402
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     sections = set(args.sections.split(","))
     images = load_images(args.data or data_root())
     result: dict = {"agegender": __version__, "python": platform.python_version(),
-                    "machine": f"{platform.machine()}, {thread_policy.cpu_count()} cores usable",
+                    "machine": f"{platform.machine()}, {cpu_description()}, {thread_policy.cpu_count()} cores usable",
                     "repeats": args.repeats, "warmup": args.warmup, "load": args.load,
                     "models": [], "threads": [], "detector": [], "pipeline": [], "peer": [], "startup": []}
     t0 = time.perf_counter()

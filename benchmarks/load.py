@@ -55,3 +55,24 @@ def busy_load(n: int) -> Iterator[list]:
 
 def loadavg() -> float:
     return round(os.getloadavg()[0], 2)
+
+
+def cpu_description() -> str:
+    """The CPU's model name and the vector extensions that change onnxruntime's kernels (AVX2, AVX-512, VNNI, AMX):
+    ratios from one machine carry over to another only with these beside them."""
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model == "unknown CPU":
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    named = [("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_vnni", "VNNI"), ("avx_vnni", "AVX-VNNI"),
+             ("amx_tile", "AMX")]
+    extensions = [label for flag, label in named if flag in flags]
+    return f"{model} ({', '.join(extensions) or 'no AVX2'})"
+
