@@ -28,6 +28,7 @@ from typing import Callable, Iterable, TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
+
 def cpu_count() -> int:
     """Cores this process may use (the affinity mask, as in a container), not the host's."""
     try:
