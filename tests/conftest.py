@@ -45,6 +45,16 @@ def torchrun_train(*train_args: str) -> list[str]:
             "--master_port", str(free_port()), "-m", "train", *train_args]
 
 
+def set_age_check(at, threshold: int, buffer: int) -> None:
+    """On the age-check page in AppTest: a custom threshold and buffer, the page re-run, no exception."""
+    at.selectbox(key="agecheck_threshold").set_value("other")
+    at.run()
+    at.number_input(key="agecheck_custom").set_value(threshold)
+    at.slider(key="agecheck_buffer").set_value(buffer)
+    at.run()
+    assert not at.exception, at.exception
+
+
 def data_path(*parts: str) -> Path:
     """A path under the research data root, or skip the test with the reason."""
     path = data_root().joinpath(*parts)

@@ -12,7 +12,6 @@ import json
 import math
 import re
 import sys
-import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -30,6 +29,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from agegender import PRESETS, Estimator, Face  # noqa: E402
 from agegender.results import CSV_COLUMNS, crowd_summary  # noqa: E402
 from app import analysis, exports, report_data, samples  # noqa: E402
+from conftest import set_age_check  # noqa: E402
 from app import settings as app_settings  # noqa: E402
 from agegender.paths import data_root  # noqa: E402
 
@@ -458,12 +458,7 @@ def test_age_check_decision_follows_the_threshold(astronaut):
     assert "P(age ≥ 18)" in text  # the default threshold
 
     def decide(threshold: int, buffer: int) -> str:
-        at.selectbox(key="agecheck_threshold").set_value("other")
-        at.run()
-        at.number_input(key="agecheck_custom").set_value(threshold)
-        at.slider(key="agecheck_buffer").set_value(buffer)
-        at.run()
-        assert not at.exception, at.exception
+        set_age_check(at, threshold, buffer)
         verdicts = [s.value for s in at.success] + [w.value for w in at.warning if "Ask for ID" in w.value]
         assert len(verdicts) == 1, verdicts
         return verdicts[0]

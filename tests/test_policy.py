@@ -18,6 +18,8 @@ from agegender.age_check import DEFAULT_BUFFERS, check, default_buffer, passes, 
 from agegender.evaluation.policy import choose_buffer, display_rows, policy_row, policy_table, wilson_upper
 from agegender.face import Face
 
+from conftest import set_age_check
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -130,12 +132,7 @@ def test_page_decision_equals_the_library_decision(astronaut):
         return bool(passed), text
 
     for threshold, buffer in ((18, default_buffer(18)), (18, 0), (int(lib[0].age) + 1, 0), (10, 3)):
-        at.selectbox(key="agecheck_threshold").set_value("other")
-        at.run()
-        at.number_input(key="agecheck_custom").set_value(threshold)
-        at.slider(key="agecheck_buffer").set_value(buffer)
-        at.run()
-        assert not at.exception, at.exception
+        set_age_check(at, threshold, buffer)
         expected = lib[0].age_check(threshold, buffer)
         passed, text = page_verdict()
         assert passed == expected.passed, (threshold, buffer, text)
