@@ -22,7 +22,7 @@ class Face:
     ``age_low``/``age_high`` bound its 80 % interval (widened to contain ``age`` when the distribution is skewed);
     ``groups`` sums the bins into the chosen preset's groups. ``calibrated`` says whether ``age_probs`` and the
     interval went through the model's validated calibration (:mod:`agegender.calibration`): then the interval
-    covered 80 % of validation faces in every predicted-age region and P(age ≥ t) was tempered to match the
+    covered 80 % of the validation faces of every true-age decade and P(age ≥ t) was tempered to match the
     observed frequencies; uncalibrated (untrained or custom weights) they are the network's raw numbers.
     """
 

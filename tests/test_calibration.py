@@ -8,7 +8,8 @@ import pytest
 
 from agegender.calibration import Calibration, apply_calibration, pit, quantile, temper
 from agegender.evaluation.calibration import (
-    choose_regions, conformal_levels, coverage, fit_calibration, fit_temperature, reliability,
+    choose_regions, conformal_levels, coverage, fit_calibration, fit_label_conditional, fit_temperature,
+    reliability,
 )
 
 AGES = np.arange(101)
@@ -120,6 +121,46 @@ def test_conformal_interval_covers_80_percent_per_region_on_fresh_data():
         assert inside[region].mean() == pytest.approx(0.8, abs=0.025)
 
 
+def _regressing_to_the_mean(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Like the real model: true ages uniform 5-75, estimates pulled towards 35 (teenagers look older, the old
+    younger), and a confident N(estimate, 4) distribution."""
+    ages = rng.integers(5, 76, n)
+    mu = 35 + 0.75 * (ages - 35) + rng.normal(0, 4, n)
+    return np.stack([gaussian(m, 4.0) for m in mu]), ages
+
+
+def test_label_conditional_interval_covers_80_percent_per_true_decade():
+    rng = np.random.default_rng(3)
+    cal_probs, cal_ages = _regressing_to_the_mean(rng, 8000)
+    by_truth = fit_label_conditional(cal_probs, cal_ages, edges=(0, 10, 20, 30, 40, 50, 60, 70))
+    by_prediction = fit_calibration(cal_probs, cal_ages, edges=(0, 10, 20, 30, 40, 50, 60, 70))
+    assert by_truth.regions_by == "candidate"
+    assert Calibration.from_dict(by_truth.to_dict()).to_dict() == by_truth.to_dict()
+    probs, ages = _regressing_to_the_mean(rng, 8000)
+    decades = np.minimum(ages // 10, 9)
+    per_truth = []
+    for params in (by_truth, by_prediction):
+        _, low, high = apply_calibration(probs, params)
+        inside = (low <= ages) & (ages <= high)
+        per_truth.append([inside[decades == d].mean() for d in range(8)])
+    # by prediction, the youngest decade falls short of 80 % and the oldest over-covers; by candidate age (hull
+    # masses tuned on the fitting faces) every decade of fresh faces stays near 80 %
+    assert min(per_truth[1]) < 0.75 and max(per_truth[1]) > 0.86, per_truth[1]
+    assert all(0.76 <= c <= 0.85 for c in per_truth[0]), per_truth[0]
+
+
+def test_candidate_regions_keep_a_teenager_inside_an_interval_centred_in_the_20s():
+    # levels as a regression-to-the-mean model would get them: teenagers' true age sits low in their distribution
+    cal = Calibration(1.0, (0.0, 10.0, 20.0), (0.1, 0.01, 0.1), (0.9, 0.5, 0.9), regions_by="candidate")
+    p = gaussian(24, 3)
+    _, low, high = apply_calibration(p[None], cal)
+    _, plain_low, _ = apply_calibration(p[None], Calibration(1.0, (0.0,), (0.1,), (0.9,)))
+    assert low[0] < 18 < plain_low[0]  # Q(0.01) of N(24, 3) is 17.0: a 17-year-old is inside
+    assert high[0] == pytest.approx(24 + 1.2816 * 3, abs=0.15)
+    with pytest.raises(ValueError):
+        Calibration(regions_by="nonsense")
+
+
 def test_fit_temperature_recovers_a_known_temperature():
     rng = np.random.default_rng(1)
     probs = np.stack([gaussian(m, 3.0) for m in rng.uniform(15, 70, 3000)])
@@ -152,3 +193,25 @@ def test_bundled_estimator_applies_the_manifest_calibration(astronaut):
         assert untrained.calibration is None  # calibration belongs to the weights it was fitted for
     finally:
         untrained.close()
+
+
+def test_install_puts_the_fitted_calibration_into_the_model_entry(tmp_path):
+    import json
+
+    from agegender.evaluation.assurance import install
+    from agegender.weights import model_entry
+
+    (tmp_path / "MANIFEST.json").write_text(json.dumps({"default_model": "efficientnet_lite0", "files": {
+        "a.safetensors": {"kind": "agegender", "backbone": "efficientnet_lite0", "sha256": "x"},
+        "b.safetensors": {"kind": "agegender", "backbone": "resnet50", "sha256": "y"}}}))
+    cal = Calibration(1.2, (0.0, 10.0), (0.05, 0.1), (0.6, 0.9), fitted_on="v", regions_by="candidate")
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "calibration.json").write_text(json.dumps(cal.to_dict()))
+    assert install(out, "resnet50", tmp_path) == "b.safetensors"
+    name, entry = model_entry("resnet50", tmp_path)
+    assert Calibration.from_dict(entry["calibration"]) == cal and entry["sha256"] == "y"
+    assert "calibration" not in model_entry("efficientnet_lite0", tmp_path)[1]
+    (out / "calibration.json").write_text(json.dumps({**cal.to_dict(), "regions_by": "nonsense"}))
+    with pytest.raises(ValueError):
+        install(out, "resnet50", tmp_path)

@@ -8,7 +8,10 @@ runs once per split and every choice here is cheap to redo.
 ``fit`` writes ``calibration.json`` (the parameters that go into the model's manifest entry), ``validation.json``
 (coverage/ECE before and after, the bias-mapping experiment, the policy table and the chosen buffers) and
 ``choice.json``. ``test`` reads those (it refits nothing) and writes ``test.json``, ``policy-test.csv`` and the
-plots.
+plots. ``install`` copies ``calibration.json`` into the model's entry of ``weights/MANIFEST.json``, where the
+Face API, the app and the CLI read it:
+
+    python -m agegender.evaluation.assurance install --model M --out reports/age-assurance-M
 """
 
 from __future__ import annotations
@@ -153,22 +156,31 @@ def _subset(split: Split, m: np.ndarray) -> Split:
 
 
 def choose_levels(val: Split, fitted_on: str, seed: int = 0) -> tuple[Calibration, dict[str, Any]]:
-    """Conformal levels per predicted-age region, or levels fitted to true-decade coverage: whichever has the
-    smaller held-out decade deviation in 2-fold cross-validation on validation; then refit on all of it."""
+    """Conformal levels per predicted-age region, the same regions with levels fitted to true-decade coverage,
+    or label-conditional conformal levels per true-age region: whichever has the smallest held-out decade
+    deviation in 2-fold cross-validation on validation; then refit on all of it."""
     fold = np.random.default_rng(seed).integers(0, 2, len(val))
-    cv = {"conformal": [], "decade_fit": []}
+    cv: dict[str, list[float]] = {"conformal": [], "decade_fit": [], "label_conditional": []}
+    width: dict[str, list[float]] = {k: [] for k in cv}
     for f in (0, 1):
         train, held = _subset(val, fold != f), _subset(val, fold == f)
         conf = cm.fit_calibration(train.probs, train.ages)
-        cv["conformal"].append(cm.decade_deviation(held.probs, held.ages, conf))
-        cv["decade_fit"].append(cm.decade_deviation(held.probs, held.ages,
-                                                    cm.fit_levels_for_decades(conf, train.probs, train.ages)))
+        fitted = {"conformal": conf, "decade_fit": cm.fit_levels_for_decades(conf, train.probs, train.ages),
+                  "label_conditional": cm.fit_label_conditional(train.probs, train.ages)}
+        for name, params in fitted.items():
+            cv[name].append(cm.decade_deviation(held.probs, held.ages, params))
+            _, low, high = apply_calibration(held.probs, params)
+            width[name].append(float((high - low).mean()))
     summary = {k: round(float(np.mean(v)), 3) for k, v in cv.items()}
     chosen = min(summary, key=summary.get)
-    params = cm.fit_calibration(val.probs, val.ages, fitted_on=fitted_on)
-    if chosen == "decade_fit":
-        params = cm.fit_levels_for_decades(params, val.probs, val.ages)
+    if chosen == "label_conditional":
+        params = cm.fit_label_conditional(val.probs, val.ages, fitted_on=fitted_on)
+    else:
+        params = cm.fit_calibration(val.probs, val.ages, fitted_on=fitted_on)
+        if chosen == "decade_fit":
+            params = cm.fit_levels_for_decades(params, val.probs, val.ages)
     return params, {"heldout_rms_decade_deviation_points": summary, "chosen": chosen,
+                    "heldout_mean_width_years": {k: round(float(np.mean(v)), 3) for k, v in width.items()},
                     "method": "2-fold CV on validation; RMS over decades with >= 100 faces of (coverage - 80 %)"}
 
 
@@ -216,6 +228,20 @@ def write_policy_csv(table: Sequence[dict[str, Any]], path: Path) -> None:
                         r["asked_adults_over_t"]["rate"]])
 
 
+def install(out: Path, model: str, weights_dir: Path | None = None) -> str:
+    """Put ``out/calibration.json`` into ``model``'s manifest entry; returns the weights file it went to."""
+    from ..weights import model_entry, read_manifest, write_manifest
+
+    found = model_entry(model, weights_dir)
+    if found is None:
+        raise SystemExit(f"no bundled weights for {model!r} in the manifest")
+    params = Calibration.from_dict(json.loads((out / "calibration.json").read_text()))  # validates it
+    manifest = read_manifest(weights_dir)
+    manifest["files"][found[0]]["calibration"] = params.to_dict()
+    write_manifest(manifest, weights_dir)
+    return found[0]
+
+
 def load_assurance(model: str | None, root: Path | None = None) -> dict[str, Any] | None:
     """The committed test measurement of ``model`` (``test.json`` plus ``choice.json`` as ``"choice"``), or None
     when it has not been measured."""
@@ -244,7 +270,7 @@ def _parse_parts(items: Sequence[str]) -> list[Split]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agegender.evaluation.assurance", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("fit", "test"))
+    parser.add_argument("stage", choices=("fit", "test", "install"))
     parser.add_argument("--val", nargs="*", default=[], metavar="DATASET=DIR")
     parser.add_argument("--test", nargs="*", default=[], metavar="DATASET=DIR")
     parser.add_argument("--model", default="efficientnet_lite0")
@@ -252,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.stage == "install":
+        print(f"calibration of {args.model} -> {install(out, args.model)} in the manifest", file=sys.stderr)
+        return 0
     if args.stage == "fit":
         result = fit(_parse_parts(args.val), args.model)
         (out / "calibration.json").write_text(json.dumps(result["calibration"], indent=2) + "\n")

@@ -2,7 +2,8 @@
 
 Measures: coverage of the 80 % interval per true-age decade, the reliability table and expected calibration
 error (ECE) of P(age >= t) per threshold, and the negative log-likelihood of the true age. Fitting: the
-temperature that minimises the validation NLL, then split-conformal CDF levels per predicted-age region.
+temperature that minimises the validation NLL, then split-conformal CDF levels per predicted-age region, or per
+true-age region (label-conditional, :func:`fit_label_conditional`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ..groups import NUM_AGE_BINS, p_at_least
 
 RELIABILITY_BINS = 10
 THRESHOLDS = (18, 21, 25)
-REGION_EDGES = (0, 10, 20, 30, 40, 50, 60, 70)  # candidate lower edges of the predicted-age regions
+REGION_EDGES = (0, 10, 20, 30, 40, 50, 60, 70)  # candidate lower edges of the age regions (predicted or true)
 MIN_REGION = 100  # validation faces a region needs; sparser regions merge into their lower neighbour
 
 
@@ -84,6 +85,45 @@ def fit_calibration(age_probs: np.ndarray, ages: np.ndarray, mass: float = 0.8,
     levels = [conformal_levels(u[index == r], mass) for r in range(len(regions))]
     return Calibration(temperature=t, edges=tuple(regions), low_levels=tuple(a for a, _ in levels),
                        high_levels=tuple(b for _, b in levels), mass=mass, fitted_on=fitted_on)
+
+
+def fit_label_conditional(age_probs: np.ndarray, ages: np.ndarray, mass: float = 0.8,
+                          edges: Sequence[float] = REGION_EDGES, min_count: int = MIN_REGION,
+                          temperature: float | None = None, fitted_on: str = "", rounds: int = 30) -> Calibration:
+    """Temperature, then CDF levels per *true*-age region (``regions_by="candidate"``).
+
+    Start: region ``r``'s levels are the split-conformal order statistics of the PIT values of the validation
+    faces whose true age is in ``r``: the label-conditional ("Mondrian") set ``{y : a_r(y) <= F(y) <= b_r(y)}``
+    then covers a face of that age with probability >= ``mass`` however biased the model is at that age. But the
+    set has holes (a face's upper tail in region ``r`` is often inside region ``r + 1``'s levels), and an interval
+    must be its hull, which over-covers. So the nominal mass of each region is then lowered or raised, a few
+    points at a time (``rounds``), until the hull covers ``mass`` of that region's validation faces; each region
+    keeps equal tails. Regions with fewer than ``min_count`` faces merge into their lower neighbour."""
+    t = fit_temperature(age_probs, ages) if temperature is None else float(temperature)
+    probs = temper(age_probs, t)
+    truth = np.asarray(ages, dtype=np.float64)
+    regions = choose_regions(truth, edges, min_count)
+    index = np.searchsorted(regions, truth, side="right") - 1
+    u = pit(probs, ages)
+    nominal = np.full(len(regions), float(mass))
+
+    def levels_at(masses: np.ndarray) -> Calibration:
+        levels = [conformal_levels(u[index == r], float(m)) for r, m in enumerate(masses)]
+        return Calibration(temperature=t, edges=tuple(regions), low_levels=tuple(a for a, _ in levels),
+                           high_levels=tuple(b for _, b in levels), mass=mass, fitted_on=fitted_on,
+                           regions_by="candidate")
+
+    cal = levels_at(nominal)
+    for _ in range(rounds):
+        _, low, high = apply_calibration(age_probs, cal)
+        inside = (low <= truth) & (truth <= high)
+        error = np.array([inside[index == r].mean() - mass for r in range(len(regions))])
+        if np.abs(error).max() < 0.002:
+            break
+        nominal = np.clip(nominal - 0.7 * error, 0.3, 0.98)
+        cal = levels_at(nominal)
+    return Calibration(cal.temperature, cal.edges, cal.low_levels, cal.high_levels, mass, fitted_on,
+                       "candidate", extra={"nominal_mass": [round(float(m), 4) for m in nominal]})
 
 
 def decade_names(ages: np.ndarray) -> np.ndarray:
@@ -170,7 +210,7 @@ def fit_levels_for_decades(cal: Calibration, age_probs: np.ndarray, ages: np.nda
     lo, hi = np.clip(res.x[:k], 0, 1), np.clip(res.x[k:], 0, 1)
     lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
     return Calibration(cal.temperature, cal.edges, tuple(map(float, lo)), tuple(map(float, hi)), cal.mass,
-                       cal.fitted_on, {**cal.extra, "levels": "fitted to true-decade coverage"})
+                       cal.fitted_on, extra={**cal.extra, "levels": "fitted to true-decade coverage"})
 
 
 def decade_deviation(age_probs: np.ndarray, ages: np.ndarray, cal: Calibration, min_decade: int = MIN_REGION

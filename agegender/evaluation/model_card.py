@@ -126,17 +126,29 @@ def sliced_policy_block(d: dict[str, Any]) -> str:
                   rows)
 
 
+LEVEL_METHODS = {
+    "conformal": "split-conformal levels per predicted-age region",
+    "decade_fit": "levels per predicted-age region fitted to true-decade coverage",
+    "label_conditional": "label-conditional conformal levels per true-age region, masses tuned for the hull",
+}
+
+
 def fit_block(d: dict[str, Any]) -> str:
     v = d["validation"]
     cal, bias, levels = v["calibration"], v["bias_mapping"], v["levels"]
+    by = "candidate (true) age" if cal.get("regions_by") == "candidate" else "predicted age"
     regions = ", ".join(f"{r['from']:.0f}+: {r['low']:.3f}–{r['high']:.3f}" for r in cal["regions"])
-    cv = levels["heldout_rms_decade_deviation_points"]
+    cv, widths = levels["heldout_rms_decade_deviation_points"], levels.get("heldout_mean_width_years", {})
+    chosen = levels["chosen"]
+    others = "; ".join(f"{LEVEL_METHODS[k]} {cv[k]:.2f}" + (f" ({widths[k]:.1f} y wide)" if k in widths else "")
+                       for k in cv if k != chosen)
     return "\n".join([
         f"- Fitted on {v['n']} validation faces ({cal['fitted_on']}); the test splits were measured once, afterwards.",
         f"- Temperature T = {cal['temperature']:.4f} (minimises the validation NLL).",
-        f"- Interval CDF levels per predicted-age region (split conformal): {regions}.",
-        f"- Levels fitted to true-decade coverage instead were rejected: held-out RMS decade deviation "
-        f"{cv['decade_fit']:.2f} points vs {cv['conformal']:.2f} for conformal (2-fold CV on validation).",
+        f"- Interval CDF levels per region of the {by}: {regions}.",
+        f"- Chosen: {LEVEL_METHODS[chosen]}, held-out RMS decade deviation {cv[chosen]:.2f} points"
+        + (f" ({widths[chosen]:.1f} y wide)" if chosen in widths else "")
+        + f"; rejected: {others} (2-fold CV on validation).",
         f"- Monotone bias mapping ({bias['method']}): MAE {bias['mae_before']:.4f} → {bias['mae_after']:.4f}, "
         f"mean per-decade |bias| {bias['decade_abs_bias_before']:.4f} → {bias['decade_abs_bias_after']:.4f}: "
         + ("kept." if bias["kept"] else "**not kept** (both had to improve)."),
