@@ -19,24 +19,35 @@ passes (1 of 95). ``reports/age-assurance-efficientnet_lite0/`` has the measurem
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 if TYPE_CHECKING:
     from .face import Face
 
-# threshold -> buffer (years), chosen on validation (see the module docstring); keep in step with
-# reports/age-assurance-efficientnet_lite0/choice.json
+# threshold -> buffer (years), chosen on validation for the bundled default model (see the module docstring); keep
+# in step with reports/age-assurance-efficientnet_lite0/choice.json. Each bundled model's own validated buffers
+# travel in its manifest entry (``"age_check"``, written by ``python -m agegender.evaluation.assurance install``)
+# and reach a Face as ``Face.validated_buffers``; these are the fallback for a model without its own.
 DEFAULT_BUFFERS: dict[int, int] = {18: 16, 21: 17, 25: 14}
 DEFAULT_THRESHOLD = 18
 EXIT_PASS, EXIT_ASK_FOR_ID = 0, 3
 
 
-def default_buffer(threshold: float) -> int:
-    """The validated buffer for ``threshold``; for a threshold that was not measured, the largest validated one
-    (a careful default: the measured ones only vouch for themselves)."""
-    return DEFAULT_BUFFERS.get(int(threshold), max(DEFAULT_BUFFERS.values()))
+def default_buffer(threshold: float, buffers: Mapping[int, int] | None = None) -> int:
+    """The validated buffer for ``threshold`` in ``buffers`` (a model's own, e.g. ``Estimator.validated_buffers``;
+    ``None``: :data:`DEFAULT_BUFFERS`); for a threshold that was not measured, the largest validated one (a careful
+    default: the measured ones only vouch for themselves)."""
+    table = buffers or DEFAULT_BUFFERS
+    return int(table.get(int(threshold), max(table.values())))
+
+
+def buffers_of(entry: Mapping[str, Any] | None) -> dict[int, int] | None:
+    """The validated buffers in a manifest entry's ``"age_check"`` (``{"buffers": {"18": 16, ...}}``), or None."""
+    raw = ((entry or {}).get("age_check") or {}).get("buffers") or {}
+    out = {int(t): int(b) for t, b in raw.items() if b is not None}
+    return out or None
 
 
 def passes(age: np.ndarray | float, age_low: np.ndarray | float, threshold: float, buffer: float
@@ -73,9 +84,10 @@ class AgeDecision:
 
 
 def check(face: "Face", threshold: int = DEFAULT_THRESHOLD, buffer: int | None = None) -> AgeDecision:
-    """Decide for one :class:`~agegender.Face` (``buffer=None``: :func:`default_buffer`)."""
+    """Decide for one :class:`~agegender.Face` (``buffer=None``: the buffer validated for its model, else
+    :data:`DEFAULT_BUFFERS`)."""
     if buffer is None:
-        buffer = default_buffer(threshold)
+        buffer = default_buffer(threshold, getattr(face, "validated_buffers", None))
     if buffer < 0:
         raise ValueError(f"buffer must be >= 0 years, not {buffer}")
     need = threshold + buffer

@@ -80,7 +80,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         json.dump(records, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        buffer = default_buffer(args.min_age) if args.buffer is None else args.buffer
+        buffer = default_buffer(args.min_age, estimator.validated_buffers) if args.buffer is None else args.buffer
         print(f"policy: pass if estimated age ≥ {args.min_age} + {buffer} and the 80 % interval starts at "
               f"≥ {args.min_age}")
         _print_text(records, args.min_age, sys.stdout)

@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .age_check import buffers_of
 from .calibration import Calibration, apply_calibration
 from .chips import ChipFraming, frame_chip
 from .crop import crop_face
@@ -117,6 +118,8 @@ class Estimator:
         self.input_size = int(self.engine.input_size)
         cal = self.weights_info.get("calibration")
         self.calibration = Calibration.from_dict(cal) if calibrate and cal else None
+        # the age-check buffers were chosen on this model's calibrated outputs: they vouch for nothing else
+        self.validated_buffers = buffers_of(self.weights_info) if self.calibration is not None else None
         self.detector_mode = detector
         self.detector = FaceDetector(detector, min_score=min_score, min_face_size=min_face_size,
                                      max_faces=max_faces, weights_dir=weights_dir)
@@ -239,6 +242,7 @@ class Estimator:
                 index=i + 1,
                 crop=views[i][len(views[i]) // 2] if keep_crops else None,
                 calibrated=self.calibration is not None,
+                validated_buffers=self.validated_buffers,
             ))
         return faces
 

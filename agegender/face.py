@@ -39,10 +39,12 @@ class Face:
     index: int = 0
     crop: np.ndarray | None = field(default=None, repr=False)  # the exact model input (RGB uint8), for display
     calibrated: bool = False
+    # the age-check buffers validated for the model and calibration that made this face (None: the defaults)
+    validated_buffers: "dict[int, int] | None" = field(default=None, repr=False, compare=False)
 
     def age_check(self, threshold: int = 18, buffer: int | None = None) -> "AgeDecision":
         """Pass or ask for ID under the buffer policy of :mod:`agegender.age_check` (``buffer=None``: the
-        buffer validated for ``threshold``)."""
+        buffer validated for ``threshold`` and this face's model)."""
         from .age_check import check
 
         return check(self, threshold, buffer)

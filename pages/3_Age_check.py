@@ -35,17 +35,19 @@ if choice == "other":
                                     key="agecheck_custom"))
 else:
     threshold = int(choice)
-validated = default_buffer(threshold)
+buffers = estimator.validated_buffers or DEFAULT_BUFFERS  # this model's own, when it has them
+validated = default_buffer(threshold, buffers)
 buffer = int(c3.slider("Buffer (years)", 0, MAX_BUFFER, validated, key="agecheck_buffer",
-                       help=f"Pass only if the estimate is at least t + buffer. Validated defaults: "
-                            f"{', '.join(f't = {t}: {b}' for t, b in DEFAULT_BUFFERS.items())} (the smallest "
+                       help=f"Pass only if the estimate is at least t + buffer. Validated defaults"
+                            f"{'' if estimator.validated_buffers else ' (of the default model: this one has none)'}: "
+                            f"{', '.join(f't = {t}: {b}' for t, b in buffers.items())} (the smallest "
                             "buffer that kept false passes of people 1-5 years under t at about 1 % on validation)."))
 
 st.markdown(
     f"**Policy.** *Pass* only if **both** hold: the expected age is at least **t + buffer = {threshold + buffer}**, "
     f"and the lower end of the 80 % interval is at least **t = {threshold}** (the model gives at most about a "
     "10 % chance that the person is younger than t). Otherwise: **ask for ID**."
-    + ("" if threshold in DEFAULT_BUFFERS else f" t = {threshold} was not measured; the default buffer is the "
+    + ("" if threshold in buffers else f" t = {threshold} was not measured; the default buffer is the "
        "largest validated one.")
 )
 

@@ -208,9 +208,15 @@ def test_install_puts_the_fitted_calibration_into_the_model_entry(tmp_path):
     out = tmp_path / "report"
     out.mkdir()
     (out / "calibration.json").write_text(json.dumps(cal.to_dict()))
+    (out / "choice.json").write_text(json.dumps({"buffers": {"18": 9, "21": 11, "25": None},
+                                                 "meets_bar": {"18": True}}))
     assert install(out, "resnet50", tmp_path) == "b.safetensors"
     name, entry = model_entry("resnet50", tmp_path)
     assert Calibration.from_dict(entry["calibration"]) == cal and entry["sha256"] == "y"
+    from agegender.age_check import buffers_of, default_buffer
+
+    assert buffers_of(entry) == {18: 9, 21: 11}  # an unchosen threshold is left out
+    assert default_buffer(18, buffers_of(entry)) == 9 and default_buffer(30, buffers_of(entry)) == 11
     assert "calibration" not in model_entry("efficientnet_lite0", tmp_path)[1]
     (out / "calibration.json").write_text(json.dumps({**cal.to_dict(), "regions_by": "nonsense"}))
     with pytest.raises(ValueError):

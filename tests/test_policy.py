@@ -7,6 +7,7 @@ import io
 import re
 import sys
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,26 @@ def test_face_age_check_is_the_library_decision():
     with pytest.raises(ValueError):
         f.age_check(18, -1)
     assert d.to_dict()["decision"] == "pass" and d.to_dict()["age_low"] == 18.5
+
+
+def test_a_face_uses_the_buffers_validated_for_its_model():
+    own = replace(face(30.0, 20.0), validated_buffers={18: 5, 21: 9})
+    assert own.age_check(18).buffer == 5 and own.age_check(18).passed  # 30 >= 23, interval from 20
+    assert own.age_check(25).buffer == 9  # unmeasured threshold: the largest of its model's own
+    assert face(30.0, 20.0).age_check(18).buffer == DEFAULT_BUFFERS[18]
+    assert not face(30.0, 20.0).age_check(18).passed  # 30 < 18 + 16
+
+
+def test_bundled_default_model_carries_its_validated_buffers(astronaut):
+    est = Estimator(scale_tta=False)
+    try:
+        (f,) = est.predict(astronaut)
+    finally:
+        est.close()
+    assert est.validated_buffers == DEFAULT_BUFFERS and f.validated_buffers == DEFAULT_BUFFERS
+    raw = Estimator(scale_tta=False, calibrate=False)
+    raw.close()
+    assert raw.validated_buffers is None  # buffers chosen on calibrated outputs vouch for nothing else
 
 
 def test_default_buffer_for_unmeasured_thresholds_is_the_largest_validated():

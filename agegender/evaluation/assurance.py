@@ -8,8 +8,8 @@ runs once per split and every choice here is cheap to redo.
 ``fit`` writes ``calibration.json`` (the parameters that go into the model's manifest entry), ``validation.json``
 (coverage/ECE before and after, the bias-mapping experiment, the policy table and the chosen buffers) and
 ``choice.json``. ``test`` reads those (it refits nothing) and writes ``test.json``, ``policy-test.csv`` and the
-plots. ``install`` copies ``calibration.json`` into the model's entry of ``weights/MANIFEST.json``, where the
-Face API, the app and the CLI read it:
+plots. ``install`` copies ``calibration.json`` and the chosen buffers of ``choice.json`` into the model's entry of
+``weights/MANIFEST.json`` (``"calibration"``, ``"age_check"``), where the Face API, the app and the CLI read them:
 
     python -m agegender.evaluation.assurance install --model M --out reports/age-assurance-M
 """
@@ -229,7 +229,8 @@ def write_policy_csv(table: Sequence[dict[str, Any]], path: Path) -> None:
 
 
 def install(out: Path, model: str, weights_dir: Path | None = None) -> str:
-    """Put ``out/calibration.json`` into ``model``'s manifest entry; returns the weights file it went to."""
+    """Put ``out/calibration.json`` and, when ``out/choice.json`` exists, its buffers into ``model``'s manifest
+    entry; returns the weights file they went to."""
     from ..weights import model_entry, read_manifest, write_manifest
 
     found = model_entry(model, weights_dir)
@@ -237,7 +238,13 @@ def install(out: Path, model: str, weights_dir: Path | None = None) -> str:
         raise SystemExit(f"no bundled weights for {model!r} in the manifest")
     params = Calibration.from_dict(json.loads((out / "calibration.json").read_text()))  # validates it
     manifest = read_manifest(weights_dir)
-    manifest["files"][found[0]]["calibration"] = params.to_dict()
+    entry = manifest["files"][found[0]]
+    entry["calibration"] = params.to_dict()
+    if (out / "choice.json").is_file():
+        choice = json.loads((out / "choice.json").read_text())
+        entry["age_check"] = {"buffers": {str(t): int(b) for t, b in choice["buffers"].items() if b is not None},
+                              "meets_bar": choice.get("meets_bar", {}), "rule": choice.get("rule", ""),
+                              "report": f"reports/{REPORT_DIR.format(model=model)}"}
     write_manifest(manifest, weights_dir)
     return found[0]
 
