@@ -234,6 +234,40 @@ def test_resnet50_fp16_fits_the_bundle_limit(tmp_path):
     assert 40e6 < size <= MAX_FILE_BYTES
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_statistic_past_the_fp16_range_survives_export():
+    """The MSRA stem's BatchNorm sees 0-255 input: a running variance of ~74,000 (past float16's 65,504) became inf
+    in the fp16 file and zeroed its channel. It stays float32 in the safetensors file and in the ONNX graph."""
+    import onnxruntime as ort
+
+    from train.onnx_export import export_onnx_bytes
+
+    net = AgeGenderNet("efficientnet_lite0", dropout=0.0, input_size=64).eval()
+    name = next(k for k in net.state_dict() if k.endswith("running_var"))
+    state = net.state_dict()
+    state[name][0] = 73972.5
+    tensors = to_fp16(state, "efficientnet_lite0", 64)
+    assert tensors[name].dtype == torch.float32 and tensors[name][0].item() == 73972.5
+    assert tensors["age_head.weight"].dtype == torch.float16  # everything else still half the size
+    net.load_state_dict({k: v.float() for k, v in tensors.items()})
+    import onnx
+    from onnx import numpy_helper
+
+    graph = export_onnx_bytes(net)
+    stored = [numpy_helper.to_array(i) for i in onnx.load_from_string(graph).graph.initializer]
+    assert all(np.isfinite(v).all() for v in stored if v.dtype.kind == "f")
+    assert any(v.dtype == np.float32 and np.isclose(v, 73972.5).any() for v in stored)
+    session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    crops = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    probs, _ = session.run(None, {"crops": crops})
+    assert np.isfinite(probs).all()
+    with torch.inference_mode():
+        from agegender.models.probabilities import ProbabilityModel
+
+        ref = ProbabilityModel(net).eval()(torch.from_numpy(crops))[0].numpy()
+    assert np.abs(probs - ref).max() < 1e-3
+
+
 def test_loss_targets_and_balance():
     loss = AgeGenderLoss(age_sigma=2.5)
     ages = torch.tensor([0, 30, 100, 116])

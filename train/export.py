@@ -37,10 +37,22 @@ LICENSE = ("Trained on UTKFace (non-commercial research use only) and/or All-Age
            "weights inherit those terms and are for non-commercial research use only.")
 
 
+FP16_MAX = float(torch.finfo(torch.float16).max)  # 65504
+
+
+def fits_fp16(tensor: torch.Tensor) -> bool:
+    """Whether every value of ``tensor`` survives float16 storage as a finite number."""
+    return bool(tensor.numel() == 0 or tensor.detach().abs().max().item() <= FP16_MAX)
+
+
 def to_fp16(tensors: dict[str, torch.Tensor], backbone: str, input_size: int) -> dict[str, torch.Tensor]:
-    """Float tensors as contiguous fp16 (integer buffers kept), after a strict load into the inference model."""
+    """Float tensors as contiguous fp16 (integer buffers kept), after a strict load into the inference model.
+
+    A tensor float16 cannot hold stays float32: ResNet-50's stem BatchNorm sees Caffe's 0-255 input, and one of
+    its running variances is ~74,000, past float16's 65,504; stored as fp16 it became inf and silently zeroed
+    that channel at inference (and made every later validation of a run started from the file NaN)."""
     AgeGenderNet(backbone, dropout=0.0, input_size=input_size).load_state_dict(tensors, strict=True)
-    return {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
+    return {k: (v.half() if v.is_floating_point() and fits_fp16(v) else v).contiguous() for k, v in tensors.items()}
 
 
 def manifest_entry(state: dict[str, Any], source: str) -> dict[str, Any]:
@@ -174,7 +186,8 @@ def export_onnx(name: str, weights_dir: Path | None = None, log: Callable[[str],
     entry = register_file(onnx_name, {
         "kind": "agegender-onnx", "backbone": source["backbone"], "source": name,
         "source_sha256": source["sha256"], "input_size": int(source["input_size"]), "opset": OPSET,
-        "precision": "float32", "weights_storage": "float16 (the source's precision), cast to float32 on load",
+        "precision": "float32", "weights_storage": "float16 (the source's precision; a tensor float16 can not hold stays float32), cast to "
+                            "float32 on load",
         "input": "crops: uint8 (batch, S, S, 3) RGB; normalisation is inside the graph",
         "outputs": ["age_probs: float32 (batch, 101)", "p_female: float32 (batch,)"],
         "max_abs_diff_vs_torch": float(f"{diff:.3g}"),

@@ -51,7 +51,8 @@ def export_onnx_bytes(net: AgeGenderNet, fp16_storage: bool = True) -> bytes:
 
 
 def store_weights_as_float16(proto):
-    """Replace every float32 initializer with a float16 one plus a ``Cast`` back to float32 (see module doc)."""
+    """Replace every float32 initializer with a float16 one plus a ``Cast`` back to float32 (see module doc);
+    one with values past float16's range stays float32."""
     import onnx
     from onnx import numpy_helper
 
@@ -62,6 +63,9 @@ def store_weights_as_float16(proto):
             kept.append(init)  # scalars and shape constants stay as they are
             continue
         values = numpy_helper.to_array(init)
+        if np.abs(values).max() > np.finfo(np.float16).max:  # would be inf (see train.export.to_fp16)
+            kept.append(init)
+            continue
         half = numpy_helper.from_array(values.astype(np.float16), name=f"{init.name}__fp16")
         kept.append(half)
         casts.append(onnx.helper.make_node("Cast", [half.name], [init.name], to=onnx.TensorProto.FLOAT,
