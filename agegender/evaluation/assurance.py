@@ -31,8 +31,8 @@ from ..calibration import Calibration, apply_calibration
 from ..groups import age_interval, expected_age
 from . import calibration as cm
 from . import policy as pm
+from .install import REPORT_DIR, install
 
-REPORT_DIR = "age-assurance-{model}"  # under reports/
 RACE_NAMES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Other"}
 GENDER_NAMES = {0: "male", 1: "female"}
 MIN_DECADE = 50  # validation faces a decade needs to count in the per-decade bias criterion
@@ -226,27 +226,6 @@ def write_policy_csv(table: Sequence[dict[str, Any]], path: Path) -> None:
                         r["false_pass_near"]["n"], r["false_pass_near"]["upper95"],
                         r["asked_at_t_plus_buffer"]["rate"], r["asked_reference"]["rate"],
                         r["asked_adults_over_t"]["rate"]])
-
-
-def install(out: Path, model: str, weights_dir: Path | None = None) -> str:
-    """Put ``out/calibration.json`` and, when ``out/choice.json`` exists, its buffers into ``model``'s manifest
-    entry; returns the weights file they went to."""
-    from ..weights import model_entry, read_manifest, write_manifest
-
-    found = model_entry(model, weights_dir)
-    if found is None:
-        raise SystemExit(f"no bundled weights for {model!r} in the manifest")
-    params = Calibration.from_dict(json.loads((out / "calibration.json").read_text()))  # validates it
-    manifest = read_manifest(weights_dir)
-    entry = manifest["files"][found[0]]
-    entry["calibration"] = params.to_dict()
-    if (out / "choice.json").is_file():
-        choice = json.loads((out / "choice.json").read_text())
-        entry["age_check"] = {"buffers": {str(t): int(b) for t, b in choice["buffers"].items() if b is not None},
-                              "meets_bar": choice.get("meets_bar", {}), "rule": choice.get("rule", ""),
-                              "report": f"reports/{REPORT_DIR.format(model=model)}"}
-    write_manifest(manifest, weights_dir)
-    return found[0]
 
 
 def load_assurance(model: str | None, root: Path | None = None) -> dict[str, Any] | None:
