@@ -27,13 +27,14 @@ from .annotate import annotate  # noqa: E402  (light: OpenCV is imported when a 
 _EXPORTS = {
     "AgeGenderError": ".errors", "ImageTooLargeError": ".errors",
     "InvalidImageError": ".errors", "WeightsError": ".errors", "Estimator": ".estimator", "Face": ".face",
-    "PRESETS": ".groups", "get_preset": ".groups", "load_image": ".imageio",
+    "ConsensusEstimator": ".consensus", "PRESETS": ".groups", "get_preset": ".groups", "load_image": ".imageio",
 }
 
 __all__ = sorted([*_EXPORTS, "annotate", "__version__"])
 
 if TYPE_CHECKING:  # pragma: no cover
     from .errors import AgeGenderError, ImageTooLargeError, InvalidImageError, WeightsError
+    from .consensus import ConsensusEstimator
     from .estimator import Estimator
     from .face import Face
     from .groups import PRESETS, get_preset

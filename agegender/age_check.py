@@ -14,6 +14,12 @@ crops + All-Age-Faces val photos, bundled EfficientNet-Lite0, calibrated). At t 
 that bar (one 16-year-old of 95 was estimated 47), so 18's default is the smallest buffer with the fewest false
 passes (1 of 95). ``reports/age-assurance-efficientnet_lite0/`` has the measurement and the test-split table;
 ``tests/test_model_card.py`` checks code, reports and MODEL_CARD.md agree.
+
+**Second opinions** (:mod:`agegender.consensus`): a Face can carry the estimates of other bundled models for the
+same crop (``Face.second_opinions``). Then the check passes only if *every* model passes under its own buffer
+(chosen jointly on validation, in each Face's ``validated_buffers``): one model's outlier (a 15-year-old it reads as
+30) is stopped by the other. An explicit ``buffer`` is the first model's; the others keep their validated
+difference from it, so one number still moves the whole policy.
 """
 
 from __future__ import annotations
@@ -43,6 +49,16 @@ def default_buffer(threshold: float, buffers: Mapping[int, int] | None = None) -
     return int(table.get(int(threshold), max(table.values())))
 
 
+def member_buffer(own: Mapping[int, int] | None, primary: Mapping[int, int] | None, threshold: int,
+                  buffer: int | None) -> int:
+    """The buffer one model of a panel is checked with: its validated one (``own``), shifted by what an explicit
+    ``buffer`` moves the primary model's (``primary``) by, never below 0."""
+    mine = default_buffer(threshold, own)
+    if buffer is None:
+        return mine
+    return max(0, mine + int(buffer) - default_buffer(threshold, primary))
+
+
 def buffers_of(entry: Mapping[str, Any] | None) -> dict[int, int] | None:
     """The validated buffers in a manifest entry's ``"age_check"`` (``{"buffers": {"18": 16, ...}}``), or None."""
     raw = ((entry or {}).get("age_check") or {}).get("buffers") or {}
@@ -70,6 +86,8 @@ class AgeDecision:
     age_high: float
     calibrated: bool
     reason: str
+    model: str | None = None
+    opinions: tuple["AgeDecision", ...] = ()  # every model's own decision when several had to agree
 
     @property
     def decision(self) -> str:
@@ -80,12 +98,34 @@ class AgeDecision:
         out["decision"] = self.decision
         for key in ("p_at_least", "age", "age_low", "age_high"):
             out[key] = round(float(out[key]), 4 if key == "p_at_least" else 1)
+        out["opinions"] = [o.to_dict() for o in self.opinions]
         return out
 
 
 def check(face: "Face", threshold: int = DEFAULT_THRESHOLD, buffer: int | None = None) -> AgeDecision:
     """Decide for one :class:`~agegender.Face` (``buffer=None``: the buffer validated for its model, else
-    :data:`DEFAULT_BUFFERS`)."""
+    :data:`DEFAULT_BUFFERS`); with second opinions, every model must pass (see the module docstring)."""
+    if buffer is not None and buffer < 0:
+        raise ValueError(f"buffer must be >= 0 years, not {buffer}")
+    panel = (face, *getattr(face, "second_opinions", ()))
+    if len(panel) == 1:
+        return _check_one(face, threshold, buffer)
+    primary = getattr(face, "validated_buffers", None)
+    opinions = tuple(_check_one(m, threshold, member_buffer(getattr(m, "validated_buffers", None), primary,
+                                                           threshold, buffer)) for m in panel)
+    refusals = [o for o in opinions if not o.passed]
+    if refusals:
+        # the numbers shown are those of the model that asked for ID (the lowest estimate among them)
+        lead = min(refusals, key=lambda o: o.age)
+        reason = f"{lead.model or 'a model'}: {lead.reason}"
+    else:
+        lead = min(opinions, key=lambda o: o.age)
+        reason = f"all {len(opinions)} models pass ({'; '.join(f'{o.model}: {o.age:.0f}' for o in opinions)})"
+    return AgeDecision(not refusals, int(threshold), opinions[0].buffer, lead.p_at_least, lead.age, lead.age_low,
+                       lead.age_high, all(o.calibrated for o in opinions), reason, lead.model, opinions)
+
+
+def _check_one(face: "Face", threshold: int, buffer: int | None) -> AgeDecision:
     if buffer is None:
         buffer = default_buffer(threshold, getattr(face, "validated_buffers", None))
     if buffer < 0:
@@ -101,7 +141,7 @@ def check(face: "Face", threshold: int = DEFAULT_THRESHOLD, buffer: int | None =
         reason = f"the interval starts at {face.age_low:.0f}, under {threshold}: too uncertain"
     return AgeDecision(bool(point_ok and low_ok), int(threshold), int(buffer), face.p_at_least(threshold),
                        float(face.age), float(face.age_low), float(face.age_high),
-                       bool(getattr(face, "calibrated", False)), reason)
+                       bool(getattr(face, "calibrated", False)), reason, getattr(face, "model", None))
 
 
 def summary(decisions: list[AgeDecision]) -> str:

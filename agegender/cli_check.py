@@ -4,6 +4,10 @@ For scripts and kiosks: exit code 0 if every face passes, 3 if any face needs ID
 nothing was verified), 1 if an image could not be read or the model could not be loaded (errors win over 3;
 2 is argparse's bad usage). The decision is :meth:`agegender.Face.age_check`, the same as the app's age-check
 page; ``--json`` prints one record per image like ``agegender predict --json``, each face with an ``age_check``.
+
+By default every bundled model of the validated consensus (:mod:`agegender.consensus`) must pass, each under its
+own buffer: the only setting that met the ≤ 1 % false-pass bar at t = 18 on validation. ``--single-model`` (or a
+``--model`` / ``--weights`` of your own) checks with one model, 5-6 times faster (benchmarks/bench_inference.py --sections consensus).
 """
 
 from __future__ import annotations
@@ -55,10 +59,40 @@ def _print_text(records: list[dict[str, Any]], threshold: int, out) -> None:
             print(f"  #{face['index']} {word}: P(age ≥ {threshold}) {d['p_at_least']:.0%}, age {d['age']:.0f} "
                   f"(80 % interval {d['age_low']:.0f}-{d['age_high']:.0f}{'' if d['calibrated'] else ', uncalibrated'})"
                   f": {d['reason']}", file=out)
+            for o in d["opinions"]:
+                print(f"      {o['model']}: {'pass' if o['passed'] else 'ask for ID'}, age {o['age']:.0f} "
+                      f"({o['age_low']:.0f}-{o['age_high']:.0f}), buffer {o['buffer']}", file=out)
+
+
+def _wants_consensus(args: argparse.Namespace) -> bool:
+    from .consensus import consensus_policy
+
+    custom = args.model is not None or args.weights is not None or args.untrained
+    return not (args.single_model or custom) and consensus_policy() is not None
+
+
+def _build(args: argparse.Namespace) -> Any:
+    from .cli import _build_estimator
+    from .cli_options import tta_options
+    from .consensus import ConsensusEstimator
+
+    if not _wants_consensus(args):
+        return _build_estimator(args)
+    return ConsensusEstimator(detector=args.detector, min_score=args.min_score, device=args.device,
+                              **tta_options(args))
+
+
+def _policy_line(estimator: Any, threshold: int, buffer: int | None) -> str:
+    if hasattr(estimator, "describe_policy"):
+        return f"policy: pass if {estimator.describe_policy(threshold, buffer)} (estimated age ≥ t + buffer) " \
+               f"and every 80 % interval starts at ≥ {threshold}"
+    if buffer is None:
+        buffer = default_buffer(threshold, estimator.validated_buffers)
+    return f"policy: pass if estimated age ≥ {threshold} + {buffer} and the 80 % interval starts at ≥ {threshold}"
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .cli import _build_estimator, expand_paths
+    from .cli import expand_paths
 
     if args.buffer is not None and args.buffer < 0:
         print("agegender check: error: --buffer must be >= 0", file=sys.stderr)
@@ -68,7 +102,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print("agegender check: no image files found in the given paths", file=sys.stderr)
         return EXIT_ERROR
     try:
-        estimator = _build_estimator(args)
+        estimator = _build(args)
     except (AgeGenderError, ValueError, RuntimeError) as exc:
         print(f"agegender check: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -80,9 +114,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         json.dump(records, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        buffer = default_buffer(args.min_age, estimator.validated_buffers) if args.buffer is None else args.buffer
-        print(f"policy: pass if estimated age ≥ {args.min_age} + {buffer} and the 80 % interval starts at "
-              f"≥ {args.min_age}")
+        print(_policy_line(estimator, args.min_age, args.buffer))
         _print_text(records, args.min_age, sys.stdout)
     for rec in records:
         if rec["error"]:
@@ -99,7 +131,10 @@ def register_cli(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders of images")
     p.add_argument("--min-age", type=int, default=18, help="the age t to check (default 18)")
     p.add_argument("--buffer", type=int, default=None,
-                   help="years above t the estimate must reach (default: the buffer validated for t)")
+                   help="years above t the estimate must reach (default: the buffer validated for t; with "
+                        "the consensus, the first model's, the others keep their validated difference)")
+    p.add_argument("--single-model", action="store_true",
+                   help="check with the default model alone (faster; did not meet the 1%% bar at t = 18)")
     p.add_argument("--json", action="store_true", help="print one JSON record per image")
     p.add_argument("--crops", action="store_true", help="each input is a face chip with one face")
     p.add_argument("--recursive", action="store_true", help="look for images in sub-folders too")

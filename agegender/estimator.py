@@ -25,7 +25,7 @@ import numpy as np
 
 from .age_check import buffers_of
 from .calibration import Calibration, apply_calibration
-from .chips import ChipFraming, frame_chip
+from .chips import ChipFraming, FramedChip, frame_chip
 from .crop import crop_face
 from .detection import Detection, FaceDetector
 from .engines import ENGINE_NAMES
@@ -169,12 +169,19 @@ class Estimator:
         the fixed chip template is used and ``score`` is 0. ``framing="template"`` always uses the template (no
         detection; faster, but less accurate: see :mod:`agegender.chips`). Boxes are in each chip's pixels.
         """
-        reported, views = [], []
-        for item in faces:
-            framed = frame_chip(load_image(item), self.detector if framing == "detect" else None, framing)
-            views.append(self._views(framed.image, framed.detection, scale_tta))
-            reported.append(framed.reported)
-        return self._faces(reported, views, keep_crops)
+        return self.predict_framed(self.frame_chips(faces, framing), keep_crops=keep_crops, scale_tta=scale_tta)
+
+    def frame_chips(self, faces: Sequence[ImageInput], framing: ChipFraming = "detect") -> list[FramedChip]:
+        """Each chip framed for the model (see :meth:`predict_crops`); apart so that several models can share
+        one framing (:mod:`agegender.consensus`)."""
+        return [frame_chip(load_image(item), self.detector if framing == "detect" else None, framing)
+                for item in faces]
+
+    def predict_framed(self, framed: Sequence[FramedChip], keep_crops: bool = False,
+                       scale_tta: bool | None = None) -> list[Face]:
+        """One Face per chip framed by :meth:`frame_chips`."""
+        views = [self._views(f.image, f.detection, scale_tta) for f in framed]
+        return self._faces([f.reported for f in framed], views, keep_crops)
 
     def predict_batch(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw model outputs for crops already at ``input_size``, uint8 RGB: (age_probs, p_female) per face.
@@ -243,6 +250,7 @@ class Estimator:
                 crop=views[i][len(views[i]) // 2] if keep_crops else None,
                 calibrated=self.calibration is not None,
                 validated_buffers=self.validated_buffers,
+                model=self.model_name,
             ))
         return faces
 

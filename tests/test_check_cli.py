@@ -18,7 +18,7 @@ from agegender.age_check import default_buffer
 from conftest import encode
 
 DECISION_KEYS = {"passed", "decision", "threshold", "buffer", "p_at_least", "age", "age_low", "age_high",
-                 "calibrated", "reason"}
+                 "calibrated", "reason", "model", "opinions"}
 RECORD_KEYS = {"file", "width", "height", "faces", "error", "decision", "summary"}
 
 
@@ -49,7 +49,7 @@ def library_face(astronaut):
 
 
 def test_adult_passes_at_18_and_json_matches_the_library(astronaut_file, library_face):
-    proc = check(str(astronaut_file), "--min-age", "18", "--json", "--no-scale-tta")
+    proc = check(str(astronaut_file), "--min-age", "18", "--json", "--no-scale-tta", "--single-model")
     expected = library_face.age_check(18)
     assert proc.returncode == (0 if expected.passed else 3), proc.stderr
     records = json.loads(proc.stdout)
@@ -63,6 +63,7 @@ def test_adult_passes_at_18_and_json_matches_the_library(astronaut_file, library
     assert decision["age_low"] == pytest.approx(library_face.age_low, abs=0.05)
     assert decision["p_at_least"] == pytest.approx(library_face.p_at_least(18), abs=1e-3)
     assert decision["calibrated"] is True  # the bundled model ships its calibration
+    assert decision["model"] == library_face.model and decision["opinions"] == []  # one model, no panel
     assert rec["decision"] == ("pass" if expected.passed else "ask_for_id")
 
 

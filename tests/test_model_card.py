@@ -64,3 +64,18 @@ def test_code_defaults_and_manifest_are_the_fitted_ones():
                                     "Low light", "Profile views", "Children's gender", "do not promise"])
 def test_card_has_the_required_sections(needle):
     assert needle.lower() in CARD.lower()
+
+
+def test_consensus_narrative_numbers_are_the_reports():
+    panel = REPO / "reports" / "age-assurance-consensus"
+    choice = json.loads((panel / "choice.json").read_text())
+    text = " ".join(CARD.split())
+    for split, phrase in (("validation", "the bar is met on validation ({c} of {n} minors passed)"),
+                          ("test", "and no minor of {n} passed on test")):
+        report = json.loads((panel / f"{split}.json").read_text())
+        row = next(r for r in report["table"]["18"] if r["buffers"] == choice["buffers"]["18"])["false_pass_near"]
+        assert row["count"] == 0 and phrase.format(c=row["count"], n=row["n"]) in text
+    test = json.loads((panel / "test.json").read_text())
+    for t in ("21", "25"):
+        near = test["chosen"][t]["false_pass_near"]
+        assert f"{near['count']} of {near['n']} (t = {t})" in text

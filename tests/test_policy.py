@@ -140,6 +140,7 @@ def test_page_decision_equals_the_library_decision(astronaut):
     at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=180)
     at.run()
     at.switch_page("pages/3_Age_check.py").run()
+    at.toggle(key="agecheck_consensus").set_value(False)  # one model: the second opinion is tests/test_consensus.py's
     at.file_uploader(key="agecheck_file").set_value(("astronaut.png", data, "image/png"))
     at.run()
     assert not at.exception, at.exception

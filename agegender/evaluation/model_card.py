@@ -3,7 +3,8 @@ them: ``python -m agegender.evaluation.model_card`` rewrites every block between
 ``<!-- END name -->``; ``tests/test_model_card.py`` regenerates the blocks and checks the card holds them.
 
 Sources: ``reports/eval-<model>-utkface-test-crops`` and ``…-all_age_faces-test-photos`` (accuracy, by decade,
-gender and race) and ``reports/age-assurance-<model>/`` (calibration and the age-check policy).
+gender and race), ``reports/age-assurance-<model>/`` (calibration and the age-check policy) and
+``reports/age-assurance-consensus/`` (the check that needs every bundled model to pass).
 """
 
 from __future__ import annotations
@@ -40,9 +41,11 @@ def load(root: Path, model: str = MODEL) -> dict[str, Any]:
     reports = {name: json.loads((root / folder.format(m=model) / "report.json").read_text())["metrics"]
                for name, folder in ACCURACY.items()}
     folder = root / f"age-assurance-{model}"
+    panel = root / "age-assurance-consensus"
     return {"accuracy": reports, "test": json.loads((folder / "test.json").read_text()),
             "validation": json.loads((folder / "validation.json").read_text()),
-            "choice": json.loads((folder / "choice.json").read_text())}
+            "choice": json.loads((folder / "choice.json").read_text()),
+            "consensus": {k: json.loads((panel / f"{k}.json").read_text()) for k in ("validation", "test", "choice")}}
 
 
 def accuracy_block(d: dict[str, Any]) -> str:
@@ -114,16 +117,41 @@ def choice_block(d: dict[str, Any]) -> str:
     return _table(("split", *POLICY_HEADER), rows) + f"\n\nValidation bar (≤ 1 % false pass for t-5..t-1): {meets}."
 
 
-def sliced_policy_block(d: dict[str, Any]) -> str:
+def sliced_policy_block(d: dict[str, Any], source: dict[str, Any] | None = None) -> str:
+    """Test rows at the chosen buffers per dataset, gender and race (``source``: another report's slices)."""
     rows = []
+    source = d["test"]["policy"] if source is None else source
     for kind in ("by_dataset", "by_gender", "by_race"):
-        for name, entries in d["test"]["policy"][kind].items():
+        for name, entries in source[kind].items():
             for r in entries:
                 rows.append((kind[3:], name, r["threshold"], r["buffer"], _pct(r["false_pass_near"]["rate"]),
                              f"{r['false_pass_near']['count']} / {r['false_pass_near']['n']}",
                              _pct(r["asked_reference"]["rate"]), f"{r['asked_reference']['n']}"))
     return _table(("slice", "group", "t", "buffer", "false pass t-5..t-1", "count", "asked ≥ t+7", "n ≥ t+7"),
                   rows)
+
+
+def consensus_block(d: dict[str, Any]) -> str:
+    """Both models must pass (agegender.consensus) against each alone at its own buffer, on the same faces."""
+    c = d["consensus"]
+    models = c["choice"]["models"]
+    rows = []
+    for split in ("validation", "test"):
+        for t, chosen in c["choice"]["buffers"].items():
+            r = next(r for r in c[split]["table"][t] if r["buffers"] == chosen)
+            rows.append((split, t, "all must pass", " / ".join(str(chosen[m]) for m in models), *_rates(r)))
+            for m, alone in c[split]["alone"][t].items():
+                rows.append((split, t, f"{m} alone", alone["buffer"], *_rates(alone)))
+    meets = ", ".join(f"t = {t}: {'met' if ok else '**not met**'}" for t, ok in c["choice"]["meets_bar"].items())
+    return (_table(("split", "t", "check", f"buffer ({' / '.join(models)})", "false pass t-5..t-1", "count",
+                    "95 % upper", "asked ≥ t+7"), rows)
+            + f"\n\nValidation bar (≤ 1 % false pass for t-5..t-1), all models must pass: {meets}.")
+
+
+def _rates(r: dict[str, Any]) -> tuple:
+    near = r["false_pass_near"]
+    return (_pct(near["rate"]), f"{near['count']} / {near['n']}", _pct(near["upper95"]),
+            _pct(r["asked_reference"]["rate"]))
 
 
 LEVEL_METHODS = {
@@ -158,7 +186,8 @@ def fit_block(d: dict[str, Any]) -> str:
 BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
     "accuracy": accuracy_block, "decade": slices_block("decade"), "gender": slices_block("gender"),
     "race": slices_block("race"), "coverage": coverage_block, "ece": ece_block, "policy": policy_block,
-    "choice": choice_block, "policy_slices": sliced_policy_block, "fit": fit_block,
+    "choice": choice_block, "policy_slices": sliced_policy_block, "fit": fit_block, "consensus": consensus_block,
+    "consensus_slices": lambda d: sliced_policy_block(d, d["consensus"]["test"]),
 }
 
 
@@ -179,7 +208,7 @@ def readme_coverage_block(d: dict[str, Any]) -> str:
 
 README = REPO_DIR / "README.md"
 README_BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
-    "readme_policy": readme_policy_block, "readme_coverage": readme_coverage_block,
+    "readme_policy": readme_policy_block, "readme_coverage": readme_coverage_block, "readme_consensus": consensus_block,
 }
 
 

@@ -53,8 +53,14 @@ def _rate(mask: np.ndarray, event: np.ndarray) -> dict[str, Any]:
 def policy_row(true_age: np.ndarray, age: np.ndarray, age_low: np.ndarray, threshold: int, buffer: int
                ) -> dict[str, Any]:
     """Both error rates of one (threshold, buffer) on one set of faces."""
+    return rates_of_passes(true_age, np.asarray(passes(age, age_low, threshold, buffer), dtype=bool), threshold,
+                           buffer)
+
+
+def rates_of_passes(true_age: np.ndarray, ok: np.ndarray, threshold: int, buffer: int) -> dict[str, Any]:
+    """:func:`policy_row` for any decision (``ok``: who passed), e.g. a panel of models that must all agree."""
     y = np.asarray(true_age)
-    ok = np.asarray(passes(age, age_low, threshold, buffer), dtype=bool)
+    ok = np.asarray(ok, dtype=bool)
     near = _rate((y >= threshold - NEAR_BAND) & (y < threshold), ok)
     near["upper95"] = _num(wilson_upper(near["count"], near["n"]))
     return {
