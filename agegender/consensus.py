@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 from .chips import ChipFraming
 from .estimator import Estimator
 from .face import Face
-from .groups import GroupPreset
+from .groups import DEFAULT_PRESET, GroupPreset
 from .imageio import ImageInput, load_image
 
 MANIFEST_KEY = "age_check_consensus"
@@ -61,7 +61,7 @@ class ConsensusEstimator:
 
     def __init__(self, detector: str = "auto", min_score: float = 0.5, max_faces: int | None = None,
                  weights_dir: str | Path | None = None, flip_tta: bool = True, scale_tta: bool = True,
-                 groups: str | GroupPreset | Sequence[int] = "fairface9", engine: str = "auto",
+                 groups: str | GroupPreset | Sequence[int] = DEFAULT_PRESET, engine: str = "auto",
                  device: str = "cpu", min_face_size: int = 0):
         policy = consensus_policy(weights_dir)
         if policy is None:
