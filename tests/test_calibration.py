@@ -221,3 +221,26 @@ def test_install_puts_the_fitted_calibration_into_the_model_entry(tmp_path):
     (out / "calibration.json").write_text(json.dumps({**cal.to_dict(), "regions_by": "nonsense"}))
     with pytest.raises(ValueError):
         install(out, "resnet50", tmp_path)
+
+
+def test_level_choice_cross_validates_the_regions_the_full_fit_builds():
+    # 150 teenagers: half of them (2-fold CV) would be fewer than a region needs, and the folds would measure a
+    # calibration without a teens' region; with 5 folds each fold's fit keeps it, as the full fit does.
+    from agegender.evaluation.assurance import Split, choose_levels
+
+    rng = np.random.default_rng(5)
+    ages = np.concatenate([rng.integers(10, 20, 150), rng.integers(20, 50, 900)])
+    mu = 35 + 0.75 * (ages - 35) + rng.normal(0, 4, len(ages))
+    n = len(ages)
+    val = Split(ages, np.zeros(n, int), np.zeros(n, int), np.array(["d"] * n),
+                np.stack([gaussian(m, 4.0) for m in mu]))
+    params, report = choose_levels(val, "synthetic")
+    assert report["method"].startswith("5-fold")
+    assert report["chosen"] == "label_conditional" and params.regions_by == "candidate"
+    assert params.edges == (0.0, 20.0, 30.0, 40.0)  # the first region holds just the 150 teenagers
+    held = report["heldout_coverage_by_decade"]
+    assert set(held["label_conditional"]) == {"10-19", "20-29", "30-39", "40-49"}
+    # out of fold, the teenagers (who look ~4 years older) are covered by their own region's levels ...
+    assert 0.72 <= held["label_conditional"]["10-19"] <= 0.88, held
+    # ... and not by levels per predicted-age region, which the 20-somethings set
+    assert held["conformal"]["10-19"] < held["label_conditional"]["10-19"] - 0.05, held

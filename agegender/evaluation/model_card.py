@@ -176,7 +176,10 @@ def fit_block(d: dict[str, Any]) -> str:
         f"- Interval CDF levels per region of the {by}: {regions}.",
         f"- Chosen: {LEVEL_METHODS[chosen]}, held-out RMS decade deviation {cv[chosen]:.2f} points"
         + (f" ({widths[chosen]:.1f} y wide)" if chosen in widths else "")
-        + f"; rejected: {others} (2-fold CV on validation).",
+        + f"; rejected: {others} ({levels.get('method', '2-fold CV on validation').split(' (')[0]}).",
+        *([f"- Out-of-fold coverage of the chosen levels per decade (validation): " + ", ".join(
+            f"{d} {100 * c:.1f} %" for d, c in levels["heldout_coverage_by_decade"][chosen].items()) + "."]
+          if "heldout_coverage_by_decade" in levels else []),
         f"- Monotone bias mapping ({bias['method']}): MAE {bias['mae_before']:.4f} → {bias['mae_after']:.4f}, "
         f"mean per-decade |bias| {bias['decade_abs_bias_before']:.4f} → {bias['decade_abs_bias_after']:.4f}: "
         + ("kept." if bias["kept"] else "**not kept** (both had to improve)."),
