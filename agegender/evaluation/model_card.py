@@ -177,7 +177,7 @@ def fit_block(d: dict[str, Any]) -> str:
         f"- Chosen: {LEVEL_METHODS[chosen]}, held-out RMS decade deviation {cv[chosen]:.2f} points"
         + (f" ({widths[chosen]:.1f} y wide)" if chosen in widths else "")
         + f"; rejected: {others} ({levels.get('method', '2-fold CV on validation').split(' (')[0]}).",
-        *([f"- Out-of-fold coverage of the chosen levels per decade (validation): " + ", ".join(
+        *(["- Out-of-fold coverage of the chosen levels per decade (validation): " + ", ".join(
             f"{d} {100 * c:.1f} %" for d, c in levels["heldout_coverage_by_decade"][chosen].items()) + "."]
           if "heldout_coverage_by_decade" in levels else []),
         f"- Monotone bias mapping ({bias['method']}): MAE {bias['mae_before']:.4f} → {bias['mae_after']:.4f}, "
