@@ -363,3 +363,36 @@ def test_init_from_fine_tunes_from_a_run(trained_run, cache, tmp_path):
     with pytest.raises(SystemExit, match="backbone 'efficientnet_lite0', this run 'resnet50'"):
         Trainer(resolve(BASE + ["--cache", str(cache), "--out", str(tmp_path / "bad"), "--backbone", "resnet50",
                                 "--init-from", str(trained_run / "best.pt")]), Dist(), time.monotonic(), [])
+
+
+@pytest.mark.data
+def test_fine_tune_of_a_bundled_file_keeps_the_whole_history(trained_run, cache, tmp_path):
+    """Export a run, fine-tune the *exported file* twice (a bundled model on a new machine: no run folders of
+    its ancestors), export the last: every ancestor's history is on record, none overwritten by its child's."""
+    weights, reports = tmp_path / "weights", tmp_path / "reports"
+    weights.mkdir()
+    shutil.copy(WEIGHTS_DIR / "MANIFEST.json", weights)
+    first = export_run(trained_run, "best.pt", weights_dir=weights, log=lambda _: None, reports_dir=reports,
+                       onnx=False)
+    history = {"first": (trained_run / "metrics.csv").read_text()}
+    previous = first
+    for stage in ("second", "third"):
+        out = tmp_path / stage
+        argv = BASE + ["--cache", str(cache), "--out", str(out), "--init-from", str(previous),
+                       "--epochs", "1", "--lr", "1e-4", "--max-steps", "1"]
+        Trainer(resolve(argv), Dist(), time.monotonic(), argv).fit()
+        history[stage] = (out / "metrics.csv").read_text()
+        assert history[stage] != history["first"]
+        if stage == "second":  # exported, and the third starts from that file
+            previous = export_run(out, "last.pt", weights_dir=weights, log=lambda _: None, reports_dir=reports,
+                                  onnx=False)
+    # the third is a run folder started from the exported second; export it: three stages on record
+    export_run(tmp_path / "third", "last.pt", weights_dir=weights, log=lambda _: None, reports_dir=reports,
+               onnx=False)
+    training = json.loads((weights / "MANIFEST.json").read_text())["files"][first.name]["training"]
+    chain = [training, training["initialised_from"], training["initialised_from"]["parent"]]
+    assert [Path(r["metrics_csv"]).name for r in chain] == [
+        "train-efficientnet_lite0-metrics.csv", "train-efficientnet_lite0-init1-metrics.csv",
+        "train-efficientnet_lite0-init2-metrics.csv"]
+    assert [Path(r["metrics_csv"]).read_text() for r in chain] == [history["third"], history["second"],
+                                                                    history["first"]]

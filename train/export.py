@@ -120,6 +120,38 @@ def publish_history(run: Path, backbone: str, reports_dir: Path, stage: str = ""
     return out
 
 
+def bundled_histories(manifest: dict[str, Any]) -> dict[str, list[dict[str, bytes]]]:
+    """For each bundled file, the bytes of the training history files its manifest entry names, stage by stage
+    (its own run, then the run it started from, ...). Read before publishing: a fine-tune of a *bundled* file
+    (``--init-from weights/...safetensors``) has no run folder to copy its parent's history from, and publishing
+    its own history overwrites the very files (``train-<backbone>-*``) that held it."""
+    out: dict[str, list[dict[str, bytes]]] = {}
+    for name, entry in manifest.get("files", {}).items():
+        stages, record = [], entry.get("training")
+        while record:
+            files = {}
+            for key in HISTORY_FILES:
+                path = Path(record[key]) if record.get(key) else None
+                path = path if path is None or path.is_absolute() else REPO_DIR / path
+                if path is not None and path.is_file():
+                    files[key] = path.read_bytes()
+            stages.append(files)
+            record = record.get("initialised_from")
+        out[name] = stages
+    return out
+
+
+def write_history(files: dict[str, bytes], backbone: str, reports_dir: Path, stage: str) -> dict[str, str]:
+    """:func:`publish_history` for history files held in memory (:func:`bundled_histories`)."""
+    out = {}
+    for key, data in files.items():
+        target = reports_dir / f"train-{backbone}{stage}{HISTORY_FILES[key][1]}"
+        target.write_bytes(data)
+        resolved = target.resolve()
+        out[key] = str(resolved.relative_to(REPO_DIR)) if resolved.is_relative_to(REPO_DIR) else str(resolved)
+    return out
+
+
 def export_run(run: Path, which: str = checkpoint.BEST, name: str | None = None,
                weights_dir: Path | None = None, set_default: bool = False,
                log: Callable[[str], None] = print, reports_dir: Path | None = None, onnx: bool = True) -> Path:
@@ -130,6 +162,7 @@ def export_run(run: Path, which: str = checkpoint.BEST, name: str | None = None,
     training history is published there (:func:`publish_history`). With ``onnx`` (default) the ONNX graph of the
     exported weights is written and registered too (:func:`export_onnx`)."""
     weights_dir = Path(weights_dir or WEIGHTS_DIR)
+    carried = bundled_histories(read_manifest(weights_dir)) if reports_dir is not None else {}
     state = checkpoint.load(run / which)
     cfg = state["config"]
     backbone, input_size = cfg["backbone"], cfg["input_size"]
@@ -152,10 +185,14 @@ def export_run(run: Path, which: str = checkpoint.BEST, name: str | None = None,
     info = manifest_entry(state, f"{run.name}/{which}")
     if reports_dir is not None:
         info["training"].update(publish_history(run, backbone, Path(reports_dir)))
-        parent, depth = info["training"].get("initialised_from"), 1
+        parent, depth, inherited = info["training"].get("initialised_from"), 1, []
         while parent:  # a fine-tune: keep the history of the runs it started from beside its own
-            parent.update(publish_history(Path(parent["checkpoint"]).parent, backbone, Path(reports_dir),
-                                          f"-init{depth}"))
+            stage = f"-init{depth}"
+            published = publish_history(Path(parent["checkpoint"]).parent, backbone, Path(reports_dir), stage)
+            if not published:  # an exported file, no run folder: the history its manifest entry had
+                inherited = inherited or list(carried.get(Path(parent["checkpoint"]).name, []))
+                published = write_history(inherited.pop(0), backbone, Path(reports_dir), stage) if inherited else {}
+            parent.update(published)
             parent, depth = parent.get("parent"), depth + 1
     entry = register_file(name, info, weights_dir)
     if set_default:
