@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import cv2
@@ -257,6 +256,32 @@ def test_distillation_adds_the_teachers_cross_entropy():
         AgeGenderLoss(distill_weight=-1)
 
 
+def test_gender_distillation_adds_the_teachers_soft_gender_target():
+    plain, distilled = AgeGenderLoss(), AgeGenderLoss(distill_gender_weight=2.0)
+    age_t, gender_t, weight = plain.targets(torch.tensor([30, 60, 25]), torch.tensor([0, 1, 1]))
+    logits = torch.randn(3, 101, generator=torch.Generator().manual_seed(0))
+    gender_logit = torch.tensor([0.3, -1.0, 2.0])
+    teacher = torch.cat([torch.softmax(torch.randn(3, 101, generator=torch.Generator().manual_seed(1)), 1),
+                         torch.tensor([[0.9], [0.2], [0.6]])], 1)
+    teacher[2] = 0  # a face without teacher targets (AFLW)
+    _, base_age, base_gender = plain(logits, gender_logit, age_t, gender_t, weight)
+    _, age, gender = distilled(logits, gender_logit, age_t, gender_t, weight, teacher)
+    soft = torch.nn.functional.binary_cross_entropy_with_logits(gender_logit[:2], torch.tensor([0.9, 0.2]),
+                                                                 reduction="sum") / 3
+    assert float(age) == pytest.approx(float(base_age))  # the age loss does not see column 101
+    assert float(gender) == pytest.approx(float(base_gender + 2.0 * soft), rel=1e-5)
+    # a mixup of a face with its teacher (λ = 0.25) and one without: the teacher's P(female), weighted by λ
+    mixed = 0.25 * teacher[0:1] + 0.75 * teacher[2:3]
+    _, _, g_mixed = distilled(logits[:1], gender_logit[:1], age_t[:1], gender_t[:1], weight[:1], mixed)
+    _, _, g_plain = plain(logits[:1], gender_logit[:1], age_t[:1], gender_t[:1], weight[:1])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(gender_logit[:1], torch.tensor([0.9]))
+    assert float(g_mixed) == pytest.approx(float(g_plain + 2.0 * 0.25 * bce), rel=1e-5)
+    with pytest.raises(ValueError, match="column 101"):
+        distilled(logits, gender_logit, age_t, gender_t, weight, teacher[:, :101])
+    with pytest.raises(ValueError):
+        AgeGenderLoss(distill_gender_weight=-1)
+
+
 @pytest.mark.data
 def test_distillation_targets_and_a_distilled_run(cache, tmp_path):
     from train.distill import compute, teacher_file
@@ -274,8 +299,9 @@ def test_distillation_targets_and_a_distilled_run(cache, tmp_path):
     out = tmp_path / "distilled"
     main(["--sets", "utkface", "--backbone", "efficientnet_lite0", "--no-pretrained", "--batch-size", "8",
           "--workers", "0", "--cache", str(cache), "--out", str(out), "--max-steps", "2", "--distill-weight", "1.0",
-          "--mixup", "0.2"])
-    assert checkpoint.load(out / "last.pt")["config"]["distill_weight"] == 1.0
+          "--distill-gender-weight", "1.0", "--mixup", "0.2"])
+    config = checkpoint.load(out / "last.pt")["config"]
+    assert config["distill_weight"] == config["distill_gender_weight"] == 1.0
 
 
 def test_resnet50_yaml_is_the_imagenet_recipe():

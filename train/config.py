@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     loss.add_argument("--distill-weight", type=float, default=0.0, metavar="WEIGHT",
                       help="add WEIGHT x CE(bundled Lite0's TTA age distribution, prediction) to the age loss; "
                            "targets from python -m train.distill; 0 = off")
+    loss.add_argument("--distill-gender-weight", type=float, default=0.0, metavar="WEIGHT",
+                      help="add WEIGHT x BCE(the Lite0's TTA P(female), prediction) to the gender loss "
+                           "(python -m train.distill, column 101); 0 = off")
     loss.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA", help="mixup Beta(α, α); 0 = off")
     optim = p.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=int, default=30, help="length of the LR schedule")

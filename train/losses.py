@@ -56,11 +56,12 @@ class AgeGenderLoss(torch.nn.Module):
 
     def __init__(self, age_sigma: float = 2.5, age_loss: str = "gaussian", gender_smoothing: float = 0.05,
                  gender_weight: float = 1.0, balance_weights: torch.Tensor | None = None, age_l1: float = 0.0,
-                 distill_weight: float = 0.0):
+                 distill_weight: float = 0.0, distill_gender_weight: float = 0.0):
         super().__init__()
-        if distill_weight < 0:
-            raise ValueError(f"distill_weight must be >= 0, not {distill_weight}")
+        if distill_weight < 0 or distill_gender_weight < 0:
+            raise ValueError(f"distillation weights must be >= 0, not {distill_weight}, {distill_gender_weight}")
         self.distill_weight = distill_weight
+        self.distill_gender_weight = distill_gender_weight
         if age_l1 < 0:
             raise ValueError(f"age_l1 must be >= 0, not {age_l1}")
         if age_loss not in ("gaussian", "onehot"):
@@ -99,18 +100,28 @@ class AgeGenderLoss(torch.nn.Module):
         """(total, age loss, gender loss), batch means of weighted per-sample losses, computed in float32.
 
         Dividing by the batch size rather than the weight sum keeps this an unbiased estimate of the balanced
-        loss over the training set (whose mean weight is 1). ``teacher`` (B, 101): distillation targets, whose
-        cross-entropy, times ``distill_weight``, joins the age loss (all-zero rows: none)."""
+        loss over the training set (whose mean weight is 1). ``teacher`` (B, 101) or (B, 102): distillation
+        targets, whose cross-entropy, times ``distill_weight``, joins the age loss (all-zero rows: none); column
+        101, the teacher's P(female), is a soft gender target whose BCE, times ``distill_gender_weight``, joins the
+        gender loss. A row's age mass (1, or λ under mixup, 0 without a teacher) weighs its gender term, so a face
+        without teacher targets adds nothing."""
         log_probs = F.log_softmax(age_logits.float(), dim=1)
         age = -(age_target * log_probs).sum(1)
         if teacher is not None and self.distill_weight > 0:
-            age = age - self.distill_weight * (teacher.float() * log_probs).sum(1)
+            age = age - self.distill_weight * (teacher[:, :NUM_AGE_BINS].float() * log_probs).sum(1)
         if self.age_l1 > 0:
             # The target's mass is 1 for a labelled face, 0 without an age label, λ for a mixup partner of one.
             mass = age_target.sum(1)
             expected = log_probs.exp() @ self.bins
             age = age + self.age_l1 * mass * (expected - (age_target @ self.bins) / mass.clamp_min(1e-6)).abs()
         gender = F.binary_cross_entropy_with_logits(gender_logit.float(), gender_target, reduction="none")
+        if teacher is not None and self.distill_gender_weight > 0:
+            if teacher.shape[1] <= NUM_AGE_BINS:
+                raise ValueError("gender distillation needs the teacher's P(female) in column 101")
+            mass = teacher[:, :NUM_AGE_BINS].float().sum(1)
+            p_female = (teacher[:, NUM_AGE_BINS].float() / mass.clamp_min(1e-6)).clamp(0, 1)
+            gender = gender + self.distill_gender_weight * mass * F.binary_cross_entropy_with_logits(
+                gender_logit.float(), p_female, reduction="none")
         age_loss = (age * weight).mean()
         gender_loss = (gender * weight).mean()
         return age_loss + self.gender_weight * gender_loss, age_loss, gender_loss

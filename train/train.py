@@ -128,7 +128,8 @@ class Trainer:
         balance = decade_weights(np.concatenate([s.ages for s in self.train_splits + self.gender_train])) \
             if cfg.balance else None
         self.loss_fn = AgeGenderLoss(cfg.age_sigma, cfg.age_loss, cfg.gender_smoothing, cfg.gender_weight,
-                                     balance, cfg.age_l1, cfg.distill_weight).to(ctx.device)
+                                     balance, cfg.age_l1, cfg.distill_weight,
+                                     cfg.distill_gender_weight).to(ctx.device)
 
         self.epoch, self.epoch_step, self.step = 0, 0, 0
         self.best, self.best_epoch, self.bad_epochs = math.inf, 0, 0
@@ -181,7 +182,7 @@ class Trainer:
         cfg, ctx = self.cfg, self.ctx
         cache = Path(cfg.cache)
         self.train_splits = [load_split(cache, s, "train", cfg.limit_train, cfg.seed) for s in cfg.sets]
-        if cfg.distill_weight > 0:  # the bundled Lite0's distributions (python -m train.distill)
+        if cfg.distill_weight > 0 or cfg.distill_gender_weight > 0:  # the Lite0's outputs (python -m train.distill)
             self.train_splits = [with_teacher(s, teacher_file(cache, s.dataset)) for s in self.train_splits]
         self.val_splits = [load_split(cache, s, "val", cfg.limit_val, cfg.seed) for s in cfg.sets]
         # Gender-only faces in the wild (python -m train.aflw): extra training crops and/or their own val set.
@@ -275,7 +276,7 @@ class Trainer:
         images = images.to(device, non_blocking=True).float()
         age_t, gender_t, weight = self.loss_fn.targets(ages.to(device, non_blocking=True),
                                                        genders.to(device, non_blocking=True))
-        extra = () if teacher is None else (teacher[:, :101].to(device, non_blocking=True),)
+        extra = () if teacher is None else (teacher.to(device, non_blocking=True),)  # 101 age bins + P(female)
         if self.cfg.mixup > 0:
             # Mixing raw pixels equals mixing normalised ones (normalisation is affine, λ + (1 - λ) = 1).
             images, (age_t, gender_t, weight, *extra) = mixup(images, (age_t, gender_t, weight, *extra),
