@@ -160,14 +160,12 @@ def choose_levels(val: Split, fitted_on: str, seed: int = 0, folds: int = LEVEL_
                   ) -> tuple[Calibration, dict[str, Any]]:
     """Conformal levels per predicted-age region, the same regions with levels fitted to true-decade coverage,
     or label-conditional conformal levels per true-age region: whichever has the smallest held-out decade
-    deviation in ``folds``-fold cross-validation on validation; then refit on all of it. Five folds, not two:
-    a fold's training part must keep every region the full fit has (a region needs ``MIN_REGION`` faces, and
-    half of the 196 validation teenagers is fewer, so 2-fold CV merged the teens into the children's region and
-    measured a calibration the full fit never builds). The out-of-fold coverage per decade is reported."""
+    deviation in ``folds``-fold cross-validation on validation; then refit on all of it. Five folds, not two: a
+    fold must keep every region the full fit builds (half of the 196 validation teenagers is under
+    ``MIN_REGION``, so 2-fold CV merged their region away). The out-of-fold coverage per decade is reported."""
     fold = np.random.default_rng(seed).integers(0, folds, len(val))
     names = ("conformal", "decade_fit", "label_conditional")
-    inside = {k: np.zeros(len(val), bool) for k in names}
-    width = {k: np.zeros(len(val)) for k in names}
+    inside, width = ({k: np.zeros(len(val), dtype) for k in names} for dtype in (bool, float))
     for f in range(folds):
         held = fold == f
         train = _subset(val, ~held)
@@ -179,7 +177,7 @@ def choose_levels(val: Split, fitted_on: str, seed: int = 0, folds: int = LEVEL_
             inside[name][held] = (low <= val.ages[held]) & (val.ages[held] <= high)
             width[name][held] = high - low
     decade = cm.decade_names(val.ages)
-    counted = [d for d in dict.fromkeys(sorted(decade, key=lambda s: int(s.split("-")[0].rstrip("+"))))
+    counted = [d for d in sorted(set(decade), key=lambda s: int(s.split("-")[0].rstrip("+")))
                if (decade == d).sum() >= cm.MIN_REGION]
     by_decade = {k: {d: round(float(inside[k][decade == d].mean()), 4) for d in counted} for k in names}
     summary = {k: round(float(np.sqrt(np.mean([(100 * (c - 0.8)) ** 2 for c in by_decade[k].values()]))), 3)
