@@ -27,6 +27,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
+import math
+
 import numpy as np
 
 if TYPE_CHECKING:
@@ -73,6 +75,13 @@ def passes(age: np.ndarray | float, age_low: np.ndarray | float, threshold: floa
     return bool(out) if np.ndim(out) == 0 else out
 
 
+def whole_years(age: float) -> int:
+    """An age in whole years as every message shows it: rounded half up from 2 decimals (the precision of the
+    JSON records), so the CLI's text, built from a record, says the same number as the reason built from the
+    face."""
+    return int(math.floor(round(float(age), 2) + 0.5))
+
+
 @dataclass(frozen=True)
 class AgeDecision:
     """The outcome for one face: ``passed`` (else ask for ID), the numbers behind it, and the reason in words."""
@@ -97,7 +106,7 @@ class AgeDecision:
         out = asdict(self)
         out["decision"] = self.decision
         for key in ("p_at_least", "age", "age_low", "age_high"):
-            out[key] = round(float(out[key]), 4 if key == "p_at_least" else 1)
+            out[key] = round(float(out[key]), 4 if key == "p_at_least" else 2)
         out["opinions"] = [o.to_dict() for o in self.opinions]
         return out
 
@@ -120,7 +129,7 @@ def check(face: "Face", threshold: int = DEFAULT_THRESHOLD, buffer: int | None =
         reason = f"{lead.model or 'a model'}: {lead.reason}"
     else:
         lead = min(opinions, key=lambda o: o.age)
-        reason = f"all {len(opinions)} models pass ({'; '.join(f'{o.model}: {o.age:.0f}' for o in opinions)})"
+        reason = f"all {len(opinions)} models pass ({'; '.join(f'{o.model}: {whole_years(o.age)}' for o in opinions)})"
     return AgeDecision(not refusals, int(threshold), opinions[0].buffer, lead.p_at_least, lead.age, lead.age_low,
                        lead.age_high, all(o.calibrated for o in opinions), reason, lead.model, opinions)
 
@@ -134,11 +143,12 @@ def _check_one(face: "Face", threshold: int, buffer: int | None) -> AgeDecision:
     point_ok = face.age >= need
     low_ok = face.age_low >= threshold
     if point_ok and low_ok:
-        reason = f"estimated {face.age:.0f} ≥ {need} and the interval starts at {face.age_low:.0f} ≥ {threshold}"
+        reason = (f"estimated {whole_years(face.age)} ≥ {need} and the interval starts at "
+                  f"{whole_years(face.age_low)} ≥ {threshold}")
     elif not point_ok:
-        reason = f"estimated {face.age:.0f} is under {threshold} + {buffer} = {need}"
+        reason = f"estimated {whole_years(face.age)} is under {threshold} + {buffer} = {need}"
     else:
-        reason = f"the interval starts at {face.age_low:.0f}, under {threshold}: too uncertain"
+        reason = f"the interval starts at {whole_years(face.age_low)}, under {threshold}: too uncertain"
     return AgeDecision(bool(point_ok and low_ok), int(threshold), int(buffer), face.p_at_least(threshold),
                        float(face.age), float(face.age_low), float(face.age_high),
                        bool(getattr(face, "calibrated", False)), reason, getattr(face, "model", None))

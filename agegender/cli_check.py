@@ -48,6 +48,8 @@ def _records(estimator: Any, files: list, threshold: int, buffer: int | None, cr
 
 
 def _print_text(records: list[dict[str, Any]], threshold: int, out) -> None:
+    from .age_check import whole_years as _y  # the reasons' rounding, so the text never says 48 beside "49"
+
     for rec in records:
         if rec["error"]:
             print(f"{rec['file']}: ERROR {rec['error']}", file=out)
@@ -56,12 +58,12 @@ def _print_text(records: list[dict[str, Any]], threshold: int, out) -> None:
         for face in rec["faces"]:
             d = face["age_check"]
             word = "PASS" if d["passed"] else "ASK FOR ID"
-            print(f"  #{face['index']} {word}: P(age ≥ {threshold}) {d['p_at_least']:.0%}, age {d['age']:.0f} "
-                  f"(80 % interval {d['age_low']:.0f}-{d['age_high']:.0f}{'' if d['calibrated'] else ', uncalibrated'})"
-                  f": {d['reason']}", file=out)
+            print(f"  #{face['index']} {word}: P(age ≥ {threshold}) {d['p_at_least']:.0%}, age {_y(d['age'])} "
+                  f"(80 % interval {_y(d['age_low'])}-{_y(d['age_high'])}"
+                  f"{'' if d['calibrated'] else ', uncalibrated'}): {d['reason']}", file=out)
             for o in d["opinions"]:
-                print(f"      {o['model']}: {'pass' if o['passed'] else 'ask for ID'}, age {o['age']:.0f} "
-                      f"({o['age_low']:.0f}-{o['age_high']:.0f}), buffer {o['buffer']}", file=out)
+                print(f"      {o['model']}: {'pass' if o['passed'] else 'ask for ID'}, age {_y(o['age'])} "
+                      f"({_y(o['age_low'])}-{_y(o['age_high'])}), buffer {o['buffer']}", file=out)
 
 
 def _wants_consensus(args: argparse.Namespace) -> bool:

@@ -17,7 +17,7 @@ from app.cards import annotated_picture, escape_markdown
 from app.estimator_cache import consensus_available, load_consensus_estimator, load_estimator
 from app.report_data import entry_metrics, error_at_age, manifest_models, over_18, report_for_model
 from app.settings import PRIVACY, page_setup
-from agegender.age_check import DEFAULT_BUFFERS, default_buffer, summary
+from agegender.age_check import DEFAULT_BUFFERS, default_buffer, summary, whole_years as years
 from agegender.evaluation.assurance import load_assurance
 from agegender.evaluation.consensus import load_consensus_report
 from agegender.evaluation.policy import display_rows
@@ -97,10 +97,10 @@ else:
                     if face.crop is not None:
                         a.image(face.crop, width=96)
                     b.markdown(f"**Face {face.index}** · P(age ≥ {threshold}) = **{decision.p_at_least:.0%}**  \n"
-                               f"Estimated age **{face.age:.0f}**, 80 % interval "
-                               f"{face.age_low:.0f}–{face.age_high:.0f}"
+                               f"Estimated age **{years(face.age)}**, 80 % interval "
+                               f"{years(face.age_low)}–{years(face.age_high)}"
                                + ("" if face.calibrated else " (uncalibrated)")
-                               + "".join(f"  \n{o.model}: {o.age:.0f} ({o.age_low:.0f}–{o.age_high:.0f}), "
+                               + "".join(f"  \n{o.model}: {years(o.age)} ({years(o.age_low)}–{years(o.age_high)}), "
                                          f"{'pass' if o.passed else 'ask for ID'} at buffer {o.buffer}"
                                          for o in decision.opinions))
                     if decision.passed:

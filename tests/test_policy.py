@@ -53,6 +53,24 @@ def test_face_age_check_is_the_library_decision():
     assert d.to_dict()["decision"] == "pass" and d.to_dict()["age_low"] == 18.5
 
 
+def test_the_text_and_the_record_say_the_same_whole_years():
+    # 48.52 was "49" in the reason but "48" in agegender check's text (its record held 48.5, printed half-even)
+    import io
+
+    from agegender.age_check import whole_years
+    from agegender.cli_check import _print_text
+
+    # half up from the record's 2 decimals (48.495 is 48.4949... in binary, so 48.49 in the record: 48)
+    assert [whole_years(x) for x in (48.52, 48.5, 48.495, 47.5, 18.449)] == [49, 49, 48, 48, 18]
+    for age, low in ((48.52, 39.5), (48.504, 40.5), (33.5, 18.5), (32.496, 18.51)):
+        d = face(age, low).age_check(18, 15)
+        record = {"file": "x.jpg", "error": None, "summary": "", "faces": [{"index": 1, "age_check": d.to_dict()}]}
+        out = io.StringIO()
+        _print_text([record], 18, out)
+        assert f"age {whole_years(age)} (80 % interval {whole_years(low)}-" in out.getvalue()
+        assert f"estimated {whole_years(age)} " in d.reason, d.reason
+
+
 def test_a_face_uses_the_buffers_validated_for_its_model():
     own = replace(face(30.0, 20.0), validated_buffers={18: 5, 21: 9})
     assert own.age_check(18).buffer == 5 and own.age_check(18).passed  # 30 >= 23, interval from 20
