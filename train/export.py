@@ -106,6 +106,12 @@ HISTORY_FILES = {"metrics_csv": ("metrics.csv", "-metrics.csv"), "curves": ("cur
                  "log": ("train.log", ".log")}
 
 
+def _as_recorded(path: Path) -> str:
+    """A path as the manifest records it: relative to the repository when inside it."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(REPO_DIR)) if resolved.is_relative_to(REPO_DIR) else str(resolved)
+
+
 def publish_history(run: Path, backbone: str, reports_dir: Path, stage: str = "") -> dict[str, str]:
     """Copy the run's metrics.csv, curves.png and train.log to ``reports_dir/train-<backbone><stage>*``; returns
     the manifest keys → paths (relative to the repository when inside it) of the files that existed."""
@@ -115,8 +121,7 @@ def publish_history(run: Path, backbone: str, reports_dir: Path, stage: str = ""
         if (run / source).is_file():
             target = reports_dir / f"train-{backbone}{stage}{suffix}"
             shutil.copyfile(run / source, target)
-            resolved = target.resolve()
-            out[key] = str(resolved.relative_to(REPO_DIR)) if resolved.is_relative_to(REPO_DIR) else str(resolved)
+            out[key] = _as_recorded(target)
     return out
 
 
@@ -147,8 +152,7 @@ def write_history(files: dict[str, bytes], backbone: str, reports_dir: Path, sta
     for key, data in files.items():
         target = reports_dir / f"train-{backbone}{stage}{HISTORY_FILES[key][1]}"
         target.write_bytes(data)
-        resolved = target.resolve()
-        out[key] = str(resolved.relative_to(REPO_DIR)) if resolved.is_relative_to(REPO_DIR) else str(resolved)
+        out[key] = _as_recorded(target)
     return out
 
 
