@@ -8,17 +8,13 @@ from the exact step it saved, with the same optimizer, schedule, EMA and random 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
-import os
-import platform
-import random
 import shlex
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,63 +24,21 @@ from tqdm import tqdm
 
 from . import checkpoint, distributed
 from .aflw import NAME as AFLW
-from .augment import Normalize, eval_transform, mixup, train_transform
+from .augment import Normalize, mixup
 from .config import resolve
-from .data import EpochSampler, EvalCrops, TrainCrops, cache_context, load_split, make_loader, with_teacher
-from .distill import teacher_file
 from .distributed import Dist
 from .ema import ModelEMA
+from .freezing import StageFreezer
 from .losses import AgeGenderLoss, decade_weights
 from .model_init import build_model, init_from
-from .parts import matched_part, param_groups
+from .parts import param_groups
+from .run_data import build_run_data
 from .runlog import append_metrics, plot_curves, setup_logger
-from .validation import shard, validate
+from .runtime import autocast_and_scaler, hardware, seed_everything, warmup_cosine
+from .validation import validate
 
 LOG_EVERY = 20  # steps between progress-bar loss updates (each one syncs the GPU)
 BUDGET_SYNC_EVERY = 10  # steps between the ranks' agreement on --time-budget
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-
-
-def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable[[int], float]:
-    """LR multiplier per optimizer step: linear warm-up to 1, then cosine down to ``min_ratio``."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
-        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def autocast_and_scaler(device: torch.device, precision: str) -> tuple[Callable[[], Any], torch.amp.GradScaler, str]:
-    """(autocast context factory, grad scaler, resolved precision). bf16 needs no loss scaling; fp16 does."""
-    if precision == "auto":
-        if device.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            precision = "fp32"
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    if precision == "fp32":
-        return contextlib.nullcontext, scaler, precision
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return (lambda: torch.autocast(device.type, dtype=dtype)), scaler, precision
-
-
-def hardware(ctx: Dist) -> str:
-    if ctx.device.type == "cuda":
-        return f"{ctx.world_size}x {torch.cuda.get_device_name(ctx.device)}"
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    return f"{ctx.world_size}x CPU process on {cpu} ({os.cpu_count()} cores), torch {torch.__version__}"
 
 
 class Trainer:
@@ -115,18 +69,20 @@ class Trainer:
                           f"val MAE {self.parent['val_mae']:.3f})")
         self.net = self.net.to(ctx.device, memory_format=torch.channels_last)  # faster on CPU too (measured)
         self.normalize = Normalize(self.net.mean, self.net.std, channels_last=True).to(ctx.device)
-        self._build_data()
+        self.data = build_run_data(cfg, ctx, self.log)
+        self.steps_per_epoch = self.data.steps_per_epoch
         self.ema = ModelEMA(self.net, cfg.ema) if cfg.ema > 0 else None
         self.optimizer = torch.optim.AdamW(param_groups(self.net, cfg.weight_decay, cfg.lr, cfg.lr_mult),
                                            lr=cfg.lr, fused=ctx.device.type == "cuda")
         self.total_steps = cfg.epochs * self.steps_per_epoch
-        self._setup_freeze()
+        self.freezer = StageFreezer(self.net, cfg.freeze, round(cfg.freeze_epochs * self.steps_per_epoch),
+                                    ctx.enabled)
         warmup = min(round(cfg.warmup_epochs * self.steps_per_epoch), self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(self.total_steps, max(warmup, 1), cfg.min_lr_ratio))
         self.autocast, self.scaler, cfg.precision = autocast_and_scaler(ctx.device, cfg.precision)
-        balance = decade_weights(np.concatenate([s.ages for s in self.train_splits + self.gender_train])) \
-            if cfg.balance else None
+        ages = [s.ages for s in self.data.train_splits + self.data.gender_train]
+        balance = decade_weights(np.concatenate(ages)) if cfg.balance else None
         self.loss_fn = AgeGenderLoss(cfg.age_sigma, cfg.age_loss, cfg.gender_smoothing, cfg.gender_weight,
                                      balance, cfg.age_l1, cfg.distill_weight,
                                      cfg.distill_gender_weight).to(ctx.device)
@@ -140,7 +96,7 @@ class Trainer:
         self.commands.append(shlex.join(["python", "-m", "train", *argv])
                              + (f"  # torchrun, world size {ctx.world_size}" if ctx.enabled else ""))
 
-        self._set_frozen(self.step < self.freeze_steps)
+        self.freezer.set(self.step < self.freezer.steps)
         self._wrap()
 
     def _wrap(self) -> None:
@@ -152,68 +108,6 @@ class Trainer:
                                                  else None)
         if cfg.compile:
             self.model = torch.compile(self.model)
-
-    def _setup_freeze(self) -> None:
-        """Parameters and BatchNorms of the ``--freeze`` parts, frozen for the first ``--freeze-epochs``: the fresh
-        layer4 and heads settle before their random gradients reach the ImageNet stages (and, on a CPU, those
-        steps skip the backward pass through the frozen stages)."""
-        cfg = self.cfg
-        self.freeze_steps = round(cfg.freeze_epochs * self.steps_per_epoch) if cfg.freeze else 0
-        self.frozen_params = [p for n, p in self.net.named_parameters() if matched_part(n, cfg.freeze)]
-        self.frozen_norms = [m for n, m in self.net.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                             and matched_part(n + ".weight", cfg.freeze)]
-        if cfg.freeze and not self.frozen_params:
-            raise SystemExit(f"--freeze: no parameter matches {', '.join(cfg.freeze)}")
-        self.frozen = False
-
-    def _set_frozen(self, frozen: bool) -> None:
-        """Single process: frozen parameters stop requiring gradients (no backward through the frozen stem and
-        early stages). Under DDP, whose reducer is built for a fixed set of trainable parameters, they keep
-        requiring them and their gradients are dropped before each optimizer step instead (same updates)."""
-        if frozen == self.frozen and not frozen:
-            return
-        if not self.ctx.enabled:
-            for p in self.frozen_params:
-                p.requires_grad_(not frozen)
-        self.frozen = frozen
-
-    # ------------------------------------------------------------------ setup
-    def _build_data(self) -> None:
-        cfg, ctx = self.cfg, self.ctx
-        cache = Path(cfg.cache)
-        self.train_splits = [load_split(cache, s, "train", cfg.limit_train, cfg.seed) for s in cfg.sets]
-        if cfg.distill_weight > 0 or cfg.distill_gender_weight > 0:  # the Lite0's outputs (python -m train.distill)
-            self.train_splits = [with_teacher(s, teacher_file(cache, s.dataset)) for s in self.train_splits]
-        self.val_splits = [load_split(cache, s, "val", cfg.limit_val, cfg.seed) for s in cfg.sets]
-        # Gender-only faces in the wild (python -m train.aflw): extra training crops and/or their own val set.
-        self.gender_train = [load_split(cache, AFLW, "train", cfg.limit_train, cfg.seed)] if cfg.aflw_train else []
-        self.gender_val = [load_split(cache, AFLW, "val", cfg.limit_val, cfg.seed)] if cfg.aflw_val else []
-        crop = self.train_splits[0].crop_size
-        if any(s.crop_size != crop for s in self.train_splits + self.val_splits + self.gender_train + self.gender_val):
-            raise SystemExit(f"{cache}: the sets were cached at different crop sizes; rebuild it with one --size")
-        self.train_set = TrainCrops(self.train_splits + self.gender_train,
-                                    train_transform(crop, cfg.input_size, cfg.augment), cfg.seed)
-        self.sampler = EpochSampler(self.train_set, ctx.world_size, ctx.rank, cfg.seed)
-        self.steps_per_epoch = self.sampler.num_samples // cfg.batch_size
-        if self.steps_per_epoch == 0:
-            raise SystemExit(f"{len(self.train_set)} training crops make no batch of {cfg.batch_size} per process")
-        pin = ctx.device.type == "cuda"
-        self.train_loader = make_loader(self.train_set, cfg.batch_size, cfg.workers, pin, self.sampler, cfg.seed)
-        context = cache_context(cache)
-        inference_crop = round(crop / context)
-        if inference_crop < cfg.input_size:
-            self.log.warning(f"{cache} holds {inference_crop} px inference crops, below the input size "
-                             f"{cfg.input_size}: every image is upsampled; rebuild it with train.preprocess "
-                             f"--size {math.ceil(cfg.input_size * context)}")
-        evaluate = eval_transform(crop, context, cfg.input_size)
-        # Validation crops need no augmentation: reading them in the main process costs less than more workers.
-        self.val_loaders = {s.dataset: make_loader(shard(EvalCrops([s], evaluate), ctx), 2 * cfg.batch_size, 0, pin)
-                            for s in self.val_splits + self.gender_val}
-
-    def data_summary(self) -> dict[str, Any]:
-        return {split.dataset: {"train_crops": len(split), "val_crops": len(val),
-                                "split_files": [f"train/splits/{split.dataset}_{k}.txt" for k in ("train", "val")]}
-                for split, val in zip(self.train_splits, self.val_splits)}
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["model"])
@@ -252,7 +146,7 @@ class Trainer:
             "hardware": hardware(self.ctx),
             "commands": self.commands,
             "parent": self.parent,
-            "data": self.data_summary(),
+            "data": self.data.summary(),
         }
 
     def over_budget(self) -> bool:
@@ -268,11 +162,7 @@ class Trainer:
                    teacher: torch.Tensor | None = None) -> torch.Tensor:
         """One optimizer step; returns the detached (total, age, gender) losses."""
         device = self.ctx.device
-        if self.frozen and self.step >= self.freeze_steps:
-            self._set_frozen(False)
-            self.log.info(f"step {self.step}: unfroze {', '.join(self.cfg.freeze)}")
-        for m in self.frozen_norms if self.frozen else ():
-            m.eval()  # keep the ImageNet statistics of frozen stages (validation puts the model back in train mode)
+        self.freezer.before_step(self.step, self.log.info)
         images = images.to(device, non_blocking=True).float()
         age_t, gender_t, weight = self.loss_fn.targets(ages.to(device, non_blocking=True),
                                                        genders.to(device, non_blocking=True))
@@ -286,9 +176,7 @@ class Trainer:
         loss, age_loss, gender_loss = self.loss_fn(age_logits, gender_logit, age_t, gender_t, weight, *extra)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        if self.frozen and self.ctx.enabled:
-            for p in self.frozen_params:
-                p.grad = None  # AdamW skips parameters without a gradient: no update, no weight decay
+        self.freezer.drop_gradients()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -301,20 +189,20 @@ class Trainer:
     def fit(self) -> None:
         cfg, ctx, log = self.cfg, self.ctx, self.log
         log.info(f"{cfg.backbone} (pretrained={cfg.pretrained}) at {cfg.input_size}px on {hardware(ctx)}, "
-                 f"{cfg.precision}; {len(self.train_set)} training crops from {', '.join(cfg.sets)}, "
+                 f"{cfg.precision}; {len(self.data.train_set)} training crops from {', '.join(cfg.sets)}, "
                  f"{self.steps_per_epoch} steps/epoch x {cfg.epochs} epochs, "
                  f"global batch {cfg.batch_size * ctx.world_size}; out {self.out}")
         stop = self.bad_epochs >= cfg.patience or self.epoch >= cfg.epochs or \
             (cfg.max_steps is not None and self.step >= cfg.max_steps)
         while not stop:
             epoch_started = time.monotonic()
-            self.sampler.set_epoch(self.epoch)
-            self.sampler.skip = self.epoch_step * cfg.batch_size
+            self.data.sampler.set_epoch(self.epoch)
+            self.data.sampler.skip = self.epoch_step * cfg.batch_size
             sums = torch.zeros(4, device=ctx.device, dtype=torch.float64)  # 3 losses, steps
             reason = None
-            bar = tqdm(self.train_loader, total=self.steps_per_epoch, initial=self.epoch_step, disable=not ctx.is_main,
-                       desc=f"epoch {self.epoch + 1}/{cfg.epochs}", dynamic_ncols=True, leave=False,
-                       mininterval=1.0 if sys.stderr.isatty() else 60.0)
+            bar = tqdm(self.data.train_loader, total=self.steps_per_epoch, initial=self.epoch_step,
+                       disable=not ctx.is_main, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
+                       leave=False, mininterval=1.0 if sys.stderr.isatty() else 60.0)
             for batch in bar:
                 losses = self.train_step(*batch)
                 sums[:3] += losses.double()
@@ -350,7 +238,7 @@ class Trainer:
         sums = distributed.all_reduce_sum(sums, ctx)
         train = (sums[:3] / sums[3].clamp_min(1)).tolist()
         model = self.ema.module if self.ema is not None else self.net
-        metrics = validate(model, self.val_loaders, self.normalize, ctx, self.autocast)
+        metrics = validate(model, self.data.val_loaders, self.normalize, ctx, self.autocast)
         key = "val_mae" if cfg.select_on == "combined" else f"val_mae_{cfg.select_on}"
         improved = metrics[key] < self.best
         if improved:
