@@ -30,7 +30,7 @@ from train.augment import augment, eval_transform
 from train.config import resolve
 from train.data import load_split
 from train.distributed import Dist
-from train.export import export_run, to_fp16
+from train.export import export_run, provenance, to_fp16
 from train.losses import AgeGenderLoss, decade_weights
 from train.train import Trainer, main
 from conftest import torchrun_train  # noqa: E402
@@ -389,10 +389,21 @@ def test_fine_tune_of_a_bundled_file_keeps_the_whole_history(trained_run, cache,
     # the third is a run folder started from the exported second; export it: three stages on record
     export_run(tmp_path / "third", "last.pt", weights_dir=weights, log=lambda _: None, reports_dir=reports,
                onnx=False)
-    training = json.loads((weights / "MANIFEST.json").read_text())["files"][first.name]["training"]
+    entry = json.loads((weights / "MANIFEST.json").read_text())["files"][first.name]
+    assert f"fine-tuned from {previous}" in entry["description"]  # not "ImageNet-initialised" nor "from scratch"
+    training = entry["training"]
     chain = [training, training["initialised_from"], training["initialised_from"]["parent"]]
     assert [Path(r["metrics_csv"]).name for r in chain] == [
         "train-efficientnet_lite0-metrics.csv", "train-efficientnet_lite0-init1-metrics.csv",
         "train-efficientnet_lite0-init2-metrics.csv"]
     assert [Path(r["metrics_csv"]).read_text() for r in chain] == [history["third"], history["second"],
                                                                     history["first"]]
+
+
+def test_the_description_says_where_the_weights_started():
+    assert provenance({"pretrained": True}, None) == "ImageNet-initialised"
+    assert provenance({"pretrained": False, "init": "none"}, None) == "trained from scratch"
+    # --init msra builds the network without package weights, then loads the MSRA tensors: ImageNet, not scratch
+    assert provenance({"pretrained": False, "init": "msra"}, None) == "ImageNet-initialised, msra weights"
+    assert provenance({"pretrained": False, "init": "none"}, {"checkpoint": "weights/x.safetensors"}).startswith(
+        "fine-tuned from weights/x.safetensors")

@@ -59,7 +59,7 @@ def manifest_entry(state: dict[str, Any], source: str) -> dict[str, Any]:
     """Everything needed to use, trust and reproduce the weights; metrics nest under "val" so that the
     evaluation tool can add "test" beside them."""
     cfg = state["config"]
-    init = "ImageNet-initialised" if cfg["pretrained"] else "trained from scratch"
+    init = provenance(cfg, state.get("parent"))
     return {
         "kind": "agegender",
         "backbone": cfg["backbone"],
@@ -87,6 +87,17 @@ def manifest_entry(state: dict[str, Any], source: str) -> dict[str, Any]:
         },
         "metrics": {"val": val_metrics(state["metrics"], state["data"])},
     }
+
+
+def provenance(cfg: dict[str, Any], parent: dict[str, Any] | None) -> str:
+    """Where the weights started, for the manifest's description. A fine-tune names its parent (whose own
+    start is recorded under ``training.initialised_from``); ``--init msra``/``torchvision`` loads ImageNet
+    weights into a network built without package weights (``pretrained`` false), so it is not "from scratch"."""
+    if parent:
+        return f"fine-tuned from {parent.get('checkpoint', 'a parent run')}, lineage in training.initialised_from"
+    if cfg.get("init") in ("msra", "torchvision"):
+        return f"ImageNet-initialised, {cfg['init']} weights"
+    return "ImageNet-initialised" if cfg.get("pretrained") else "trained from scratch"
 
 
 def val_metrics(flat: dict[str, float], data: dict[str, dict]) -> dict[str, dict[str, float]]:

@@ -89,7 +89,8 @@ def fit_calibration(age_probs: np.ndarray, ages: np.ndarray, mass: float = 0.8,
 
 def fit_label_conditional(age_probs: np.ndarray, ages: np.ndarray, mass: float = 0.8,
                           edges: Sequence[float] = REGION_EDGES, min_count: int = MIN_REGION,
-                          temperature: float | None = None, fitted_on: str = "", rounds: int = 30) -> Calibration:
+                          temperature: float | None = None, fitted_on: str = "", rounds: int = 30,
+                          floor_step: float = 0.0025) -> Calibration:
     """Temperature, then CDF levels per *true*-age region (``regions_by="candidate"``).
 
     Start: region ``r``'s levels are the split-conformal order statistics of the PIT values of the validation
@@ -98,7 +99,16 @@ def fit_label_conditional(age_probs: np.ndarray, ages: np.ndarray, mass: float =
     set has holes (a face's upper tail in region ``r`` is often inside region ``r + 1``'s levels), and an interval
     must be its hull, which over-covers. So the nominal mass of each region is then lowered or raised, a few
     points at a time (``rounds``), until the hull covers ``mass`` of that region's validation faces; each region
-    keeps equal tails. Regions with fewer than ``min_count`` faces merge into their lower neighbour."""
+    keeps equal tails. Regions with fewer than ``min_count`` faces merge into their lower neighbour.
+
+    Coverage is a step function of the nominal mass (a 196-face region moves in steps of 0.5 to 2.5 points, where
+    several faces cross a level together), so that search can oscillate around ``mass`` and stop below it (on the
+    bundled model's validation the teenagers ended at 78.6 %). A last pass therefore raises, in steps of
+    ``floor_step``, the nominal mass of every region still under ``mass``: the hull covers *at least* ``mass`` of
+    each region's validation faces, the "at least 1 - alpha" rule of split conformal prediction. Chosen by 5-fold
+    CV on validation (``reports/age-assurance-*/validation.json``, ``levels``): out of fold it was closer to 80 %
+    per decade for three fold seeds out of three (RMS 0.84 / 0.41 / 0.58 points vs 1.35 / 0.61 / 0.88), for
+    intervals 0.15 years wider on average."""
     t = fit_temperature(age_probs, ages) if temperature is None else float(temperature)
     probs = temper(age_probs, t)
     truth = np.asarray(ages, dtype=np.float64)
@@ -113,14 +123,23 @@ def fit_label_conditional(age_probs: np.ndarray, ages: np.ndarray, mass: float =
                            high_levels=tuple(b for _, b in levels), mass=mass, fitted_on=fitted_on,
                            regions_by="candidate")
 
-    cal = levels_at(nominal)
-    for _ in range(rounds):
+    def shortfall(cal: Calibration) -> np.ndarray:
         _, low, high = apply_calibration(age_probs, cal)
         inside = (low <= truth) & (truth <= high)
-        error = np.array([inside[index == r].mean() - mass for r in range(len(regions))])
+        return np.array([inside[index == r].mean() - mass for r in range(len(regions))])
+
+    cal = levels_at(nominal)
+    for _ in range(rounds):
+        error = shortfall(cal)
         if np.abs(error).max() < 0.002:
             break
         nominal = np.clip(nominal - 0.7 * error, 0.3, 0.98)
+        cal = levels_at(nominal)
+    for _ in range(round(0.5 / floor_step)):  # at most half the unit interval: ends at 0.98 in any case
+        under = shortfall(cal) < -1e-9
+        if not under.any() or (nominal[under] >= 0.98).all():
+            break
+        nominal = np.where(under, np.minimum(nominal + floor_step, 0.98), nominal)
         cal = levels_at(nominal)
     return Calibration(cal.temperature, cal.edges, cal.low_levels, cal.high_levels, mass, fitted_on,
                        "candidate", extra={"nominal_mass": [round(float(m), 4) for m in nominal]})

@@ -157,7 +157,8 @@ def _rates(r: dict[str, Any]) -> tuple:
 LEVEL_METHODS = {
     "conformal": "split-conformal levels per predicted-age region",
     "decade_fit": "levels per predicted-age region fitted to true-decade coverage",
-    "label_conditional": "label-conditional conformal levels per true-age region, masses tuned for the hull",
+    "label_conditional": "label-conditional conformal levels per true-age region, masses tuned until the hull "
+                         "covers at least 80 % of each region",
 }
 
 
