@@ -9,7 +9,7 @@ import pytest
 from agegender.calibration import Calibration, apply_calibration, pit, quantile, temper
 from agegender.evaluation.calibration import (
     choose_regions, conformal_levels, coverage, fit_calibration, fit_label_conditional, fit_temperature,
-    reliability,
+    reliability, sampling_noise,
 )
 
 AGES = np.arange(101)
@@ -260,3 +260,24 @@ def test_label_conditional_fit_covers_at_least_the_mass_of_every_region_it_was_f
     assert len(cal.edges) >= 5
     assert min(shares) >= 0.8, shares
     assert max(shares) <= 0.92, shares  # at least 80 %, not everything
+
+
+def test_sampling_noise_is_the_binomial_chance_of_measuring_inside_the_band():
+    """Exact sums of binomial terms written out here, against the scipy-based function."""
+    from math import comb
+
+    def within(n: int, lo: int, hi: int, p: float = 0.8) -> float:
+        return sum(comb(n, k) * p ** k * (1 - p) ** (n - k) for k in range(lo, hi + 1))
+
+    report = {"decade": {"10-19": {"n": 100, "coverage": 0.80}, "20-29": {"n": 250, "coverage": 0.70},
+                         "70-79": {"n": 40, "coverage": 0.50}}}
+    noise = sampling_noise(report, mass=0.8, band=0.02)
+    assert set(noise["decades"]) == {"10-19", "20-29"}  # the 40-face decade is under the bar's 100
+    teens, twenties = noise["decades"]["10-19"], noise["decades"]["20-29"]
+    assert teens["chance_within_band_if_calibrated"] == pytest.approx(within(100, 78, 82), abs=1e-4)
+    assert twenties["chance_within_band_if_calibrated"] == pytest.approx(within(250, 195, 205), abs=1e-4)
+    assert noise["all_within_band_if_calibrated"] == pytest.approx(
+        within(100, 78, 82) * within(250, 195, 205), abs=2e-4)
+    assert teens["covered"] == 80 and teens["p_value"] == pytest.approx(1.0)
+    assert twenties["covered"] == 175 and twenties["p_value"] < 1e-3  # 70 % of 250 is no accident
+    assert 0.3 < teens["chance_within_band_if_calibrated"] < 0.5  # +-2 points is under one sd (4) at n = 100

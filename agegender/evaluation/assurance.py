@@ -221,7 +221,9 @@ def test(parts: Sequence[Split], out: Path) -> dict[str, Any]:
     buffers = {int(t): int(b) for t, b in json.loads((out / "choice.json").read_text())["buffers"].items()
                if b is not None}
     split = combine(parts)
-    return {"n": len(split), "before": measure(split, None), "after": measure(split, params),
+    after = measure(split, params)
+    return {"n": len(split), "before": measure(split, None), "after": after,
+            "sampling_noise": cm.sampling_noise(after["coverage"], params.mass),
             "before_by_dataset": per_dataset(split, None), "after_by_dataset": per_dataset(split, params),
             "policy_before": policy_block(split, None, buffers), "policy": policy_block(split, params, buffers),
             "buffers": {str(t): b for t, b in buffers.items()}}

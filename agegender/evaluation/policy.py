@@ -125,6 +125,6 @@ def display_rows(table: Sequence[dict[str, Any]], threshold: int, buffers: Seque
             "95 % upper bound": near["upper95"],
             f"false pass, all under {threshold}": r["false_pass_under_t"]["rate"],
             f"asked for ID, {threshold + REFERENCE}+": r["asked_reference"]["rate"],
-            f"asked for ID, ≥ t + buffer": r["asked_at_t_plus_buffer"]["rate"],
+            "asked for ID, ≥ t + buffer": r["asked_at_t_plus_buffer"]["rate"],
         })
     return out
