@@ -229,19 +229,6 @@ def test(parts: Sequence[Split], out: Path) -> dict[str, Any]:
             "buffers": {str(t): b for t, b in buffers.items()}}
 
 
-def write_policy_csv(table: Sequence[dict[str, Any]], path: Path) -> None:
-    fields = ["threshold", "buffer", "false_pass_under_t", "false_pass_near", "false_pass_near_n",
-              "false_pass_near_upper95", "asked_at_t_plus_buffer", "asked_reference", "asked_adults_over_t"]
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(fields)
-        for r in table:
-            w.writerow([r["threshold"], r["buffer"], r["false_pass_under_t"]["rate"], r["false_pass_near"]["rate"],
-                        r["false_pass_near"]["n"], r["false_pass_near"]["upper95"],
-                        r["asked_at_t_plus_buffer"]["rate"], r["asked_reference"]["rate"],
-                        r["asked_adults_over_t"]["rate"]])
-
-
 def load_assurance(model: str | None, root: Path | None = None) -> dict[str, Any] | None:
     """The committed test measurement of ``model`` (``test.json`` plus ``choice.json`` as ``"choice"``), or None
     when it has not been measured."""
@@ -286,11 +273,11 @@ def main(argv: list[str] | None = None) -> int:
         (out / "calibration.json").write_text(json.dumps(result["calibration"], indent=2) + "\n")
         (out / "choice.json").write_text(json.dumps(result["choice"], indent=2) + "\n")
         (out / "validation.json").write_text(json.dumps(result, indent=1) + "\n")
-        write_policy_csv(result["policy"]["table"], out / "policy-validation.csv")
+        pm.write_policy_csv(result["policy"]["table"], out / "policy-validation.csv")
     else:
         result = test(_parse_parts(args.test), out)
         (out / "test.json").write_text(json.dumps(result, indent=1) + "\n")
-        write_policy_csv(result["policy"]["table"], out / "policy-test.csv")
+        pm.write_policy_csv(result["policy"]["table"], out / "policy-test.csv")
         from .assurance_plots import write_assurance_plots
 
         write_assurance_plots(result, out)

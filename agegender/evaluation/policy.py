@@ -15,7 +15,9 @@ For a threshold ``t`` and a buffer ``B`` the two errors that matter are asymmetr
 
 from __future__ import annotations
 
+import csv
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -128,3 +130,17 @@ def display_rows(table: Sequence[dict[str, Any]], threshold: int, buffers: Seque
             "asked for ID, ≥ t + buffer": r["asked_at_t_plus_buffer"]["rate"],
         })
     return out
+
+
+def write_policy_csv(table: Sequence[dict[str, Any]], path: Path) -> None:
+    """The policy table as CSV (``policy-validation.csv``, ``policy-test.csv``), one row per threshold and buffer."""
+    fields = ["threshold", "buffer", "false_pass_under_t", "false_pass_near", "false_pass_near_n",
+              "false_pass_near_upper95", "asked_at_t_plus_buffer", "asked_reference", "asked_adults_over_t"]
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(fields)
+        for r in table:
+            w.writerow([r["threshold"], r["buffer"], r["false_pass_under_t"]["rate"], r["false_pass_near"]["rate"],
+                        r["false_pass_near"]["n"], r["false_pass_near"]["upper95"],
+                        r["asked_at_t_plus_buffer"]["rate"], r["asked_reference"]["rate"],
+                        r["asked_adults_over_t"]["rate"]])
