@@ -171,7 +171,7 @@ def test_write_report_files_and_valid_json(tmp_path, point_metrics):
     loaded = json.loads((out / "report.json").read_text())
     assert loaded == report and loaded["metrics"]["n"] == 5 and loaded["extra"] == {"mode": "crops"}
     summary = (out / "summary.md").read_text()
-    assert "| MAE (years, expected age) | 6.80 |" in summary and "false-adult rate" in summary
+    assert "| MAE (years, expected age) | 6.80 (95 % CI " in summary and "false-adult rate" in summary
     assert "## By race" in summary
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == sorted(["confusion_fairface9.png", "confusion_life4.png", "confusion_bins10.png",

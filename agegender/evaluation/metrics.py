@@ -10,6 +10,7 @@ import numpy as np
 
 from ..groups import NUM_AGE_BINS, expected_age, get_preset, p_at_least
 from .calibration import reliability
+from .intervals import headline_intervals
 
 DEFAULT_PRESETS = ("fairface9", "life4", "bins10", "adience8")
 ADULT_AGE = 18
@@ -100,7 +101,8 @@ def compute_metrics(
     as the app decides. True ages above 100 are kept as labelled (the model cannot say more than 100, and that
     error is real); for age groups they fall into the oldest group. ``gender`` is 0 male / 1 female, ``race``
     UTKFace's 0-4 or -1 (the race slices are left out when no race is known). The result holds plain ints,
-    floats, lists and ``None`` (never NaN), so it goes straight into JSON.
+    floats, lists and ``None`` (never NaN), so it goes straight into JSON. ``intervals`` holds the 95 %
+    confidence intervals of the headline numbers (:mod:`agegender.evaluation.intervals`).
     """
     age = np.asarray(true_age, dtype=np.int64).reshape(-1)
     gender = np.asarray(true_gender, dtype=np.int64).reshape(-1)
@@ -122,6 +124,7 @@ def compute_metrics(
                           err, gender_ok),
         "gender": _slices(gender, {0: "male", 1: "female"}, err, gender_ok),
     }
+    adult_ok = (p_adult >= 0.5) == (age >= ADULT_AGE)
     if np.any(races >= 0):
         slices["race"] = _slices(races, {k: RACE_NAMES[k] for k in (0, 1, 2, 3, 4, -1)}, err, gender_ok)
     return {
@@ -132,5 +135,6 @@ def compute_metrics(
         "groups": {name: _groups(age, probs, name) for name in presets},
         "calibration": _calibration(p_adult, (age >= ADULT_AGE).astype(np.float64)),
         "slices": slices,
+        "intervals": headline_intervals(err, gender_ok, adult_ok),
     }
 

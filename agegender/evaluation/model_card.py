@@ -48,12 +48,20 @@ def load(root: Path, model: str = MODEL) -> dict[str, Any]:
             "consensus": {k: json.loads((panel / f"{k}.json").read_text()) for k in ("validation", "test", "choice")}}
 
 
+def _ci(interval: list[float] | None, percent: bool) -> str:
+    if not interval:
+        return "–"
+    return "–".join(f"{100 * v:.1f}" if percent else f"{v:.2f}" for v in interval)
+
+
 def accuracy_block(d: dict[str, Any]) -> str:
-    rows = [(name, m["n"], _yrs(m["mae"]), _yrs(m["bias"]), _pct(m["within_5"]), _pct(m["gender_accuracy"]),
+    rows = [(name, m["n"], _yrs(m["mae"]), _ci(m.get("intervals", {}).get("mae"), False), _yrs(m["bias"]),
+             _pct(m["within_5"]), _pct(m["gender_accuracy"]),
+             _ci(m.get("intervals", {}).get("gender_accuracy"), True),
              _pct(m["over_18"]["false_adult_rate"]), _pct(m["over_18"]["false_minor_rate"]))
             for name, m in d["accuracy"].items()]
-    return _table(("test split", "n", "MAE (y)", "bias (y)", "±5 y", "gender acc.", "minors judged 18+",
-                   "adults judged < 18"), rows)
+    return _table(("test split", "n", "MAE (y)", "95 % CI", "bias (y)", "±5 y", "gender acc.", "95 % CI (%)",
+                   "minors judged 18+", "adults judged < 18"), rows)
 
 
 def slices_block(kind: str) -> Callable[[dict[str, Any]], str]:

@@ -22,6 +22,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .intervals import wilson_interval
+
 from ..age_check import passes
 
 THRESHOLDS = (18, 21, 25)
@@ -37,14 +39,10 @@ def _num(value: float | None, digits: int = 6) -> float | None:
     return round(float(value), digits)
 
 
-def wilson_upper(hits: int, n: int, z: float = 1.959964) -> float | None:
+def wilson_upper(hits: int, n: int) -> float | None:
     """Upper end of the 95 % Wilson score interval of a rate ``hits / n``."""
-    if n == 0:
-        return None
-    p = hits / n
-    centre = p + z * z / (2 * n)
-    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return min(1.0, (centre + spread) / (1 + z * z / n))
+    interval = wilson_interval(hits, n)
+    return None if interval is None else interval[1]
 
 
 def _rate(mask: np.ndarray, event: np.ndarray) -> dict[str, Any]:

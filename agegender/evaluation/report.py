@@ -26,6 +26,14 @@ def _years(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
+def _with_interval(text: str, interval: list[float] | None, percent: bool) -> str:
+    """``text`` followed by its 95 % confidence interval, when the report has one."""
+    if not interval:
+        return text
+    low, high = (f"{100 * v:.1f}" for v in interval) if percent else (f"{v:.2f}" for v in interval)
+    return f"{text} (95 % CI {low}–{high}{' %' if percent else ''})"
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -53,6 +61,7 @@ def _slice_table(title: str, slices: dict[str, dict[str, Any]]) -> list[str]:
 def summary_markdown(metrics: dict[str, Any], title: str, extra: dict[str, Any] | None = None) -> str:
     """The report as Markdown: headline table, age groups, per-slice tables, calibration table."""
     o18 = metrics["over_18"]
+    ci = metrics.get("intervals") or {}  # reports written before intervals existed have none
     lines = [f"# {title}", ""]
     if extra:
         lines += [f"- {key}: {value}" for key, value in extra.items()] + [""]
@@ -60,17 +69,17 @@ def summary_markdown(metrics: dict[str, Any], title: str, extra: dict[str, Any] 
         lines += _run_lines(metrics["run"]) + [""]
     rows = [
         ("faces evaluated", metrics["n"]),
-        ("MAE (years, expected age)", _years(metrics["mae"])),
+        ("MAE (years, expected age)", _with_interval(_years(metrics["mae"]), ci.get("mae"), False)),
         ("RMSE (years)", _years(metrics["rmse"])),
         ("bias (predicted − true)", _years(metrics["bias"])),
         ("within ±2 years", _pct(metrics["within_2"])),
-        ("within ±5 years", _pct(metrics["within_5"])),
-        ("over/under-18 accuracy", _pct(o18["accuracy"])),
+        ("within ±5 years", _with_interval(_pct(metrics["within_5"]), ci.get("within_5"), True)),
+        ("over/under-18 accuracy", _with_interval(_pct(o18["accuracy"]), ci.get("over_18"), True)),
         ("false-adult rate (minors called adult)", f"{_pct(o18['false_adult_rate'])} "
                                                    f"({o18['false_adults']}/{o18['minors']})"),
         ("false-minor rate (adults called minor)", f"{_pct(o18['false_minor_rate'])} "
                                                    f"({o18['false_minors']}/{o18['adults']})"),
-        ("gender accuracy", _pct(metrics["gender_accuracy"])),
+        ("gender accuracy", _with_interval(_pct(metrics["gender_accuracy"]), ci.get("gender_accuracy"), True)),
     ]
     rows += [(f"{name} group acc. / one-off", f"{_pct(g['accuracy'])} / {_pct(g['one_off_accuracy'])}")
              for name, g in metrics["groups"].items()]
