@@ -29,7 +29,6 @@ from scipy.stats import binomtest, bootstrap
 
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 2000
-ADULT_AGE = 18
 
 
 def wilson_interval(hits: int, n: int, confidence: float = CONFIDENCE) -> list[float] | None:
@@ -69,6 +68,8 @@ def headline_intervals(err: np.ndarray, gender_ok: np.ndarray, adult_ok: np.ndar
 
 def _from_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Errors and hits of the found faces in a report's ``predictions.csv``."""
+    from .metrics import ADULT_AGE  # metrics imports this module: the one definition of "adult" lives there
+
     with open(path, newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["detected"] == "True"]
     age = np.array([int(r["age"]) for r in rows], dtype=np.float64)
