@@ -407,3 +407,45 @@ def test_the_description_says_where_the_weights_started():
     assert provenance({"pretrained": False, "init": "msra"}, None) == "ImageNet-initialised, msra weights"
     assert provenance({"pretrained": False, "init": "none"}, {"checkpoint": "weights/x.safetensors"}).startswith(
         "fine-tuned from weights/x.safetensors")
+
+
+def test_average_weights_is_the_weighted_mean_of_floats_and_keeps_counts():
+    from train.soup import average_weights
+
+    a = {"w": torch.tensor([0.0, 2.0]), "half": torch.tensor([1.0], dtype=torch.float16),
+         "n": torch.tensor(5, dtype=torch.long)}
+    b = {"w": torch.tensor([2.0, 4.0]), "half": torch.tensor([3.0], dtype=torch.float16),
+         "n": torch.tensor(7, dtype=torch.long)}
+    soup = average_weights([a, b])
+    assert torch.equal(soup["w"], torch.tensor([1.0, 3.0])) and soup["half"].dtype == torch.float16
+    assert soup["half"].item() == 2.0 and soup["n"].item() == 5 and soup["n"].dtype == torch.long
+    assert torch.equal(average_weights([a, b], [1, 3])["w"], torch.tensor([1.5, 3.5]))  # normalised: 0.25 / 0.75
+    with pytest.raises(ValueError, match="tensor names differ"):
+        average_weights([a, {"w": b["w"], "n": b["n"]}])
+    with pytest.raises(ValueError, match="different shapes"):
+        average_weights([a, {**b, "w": torch.zeros(3)}])
+    with pytest.raises(ValueError, match="non-negative"):
+        average_weights([a, b], [1.0, -1.0])
+
+
+@pytest.mark.data
+def test_soup_of_a_run_with_itself_validates_as_the_run_and_a_mix_moves_it(trained_run, cache, tmp_path):
+    """``python -m train.soup`` scores each ingredient and their average with training's validation: a run averaged
+    with itself is the same network, so every metric is equal; averaged with its untrained start it is not."""
+    from train.soup import main as soup_main
+
+    best = trained_run / "best.pt"
+    argv = BASE + ["--cache", str(cache), "--ema", "0", "--ingredients", str(best), str(best)]
+    rows = soup_main(argv + ["--out", str(tmp_path / "same")])
+    assert rows["soup"] == rows[str(best)]
+    report = json.loads((tmp_path / "same" / "soup.json").read_text())
+    assert report["validation"]["soup"]["val_mae"] == rows["soup"]["val_mae"] and report["mix"] == "uniform"
+
+    start = tmp_path / "start.pt"  # the trained run's first checkpoint stands in for a second fine-tune
+    state = checkpoint.load(best)
+    untrained = AgeGenderNet(backbone="efficientnet_lite0", pretrained=False, input_size=state["config"]["input_size"])
+    state["ema"] = {"module": untrained.state_dict()}
+    torch.save(state, start)
+    mixed = soup_main(BASE + ["--cache", str(cache), "--ema", "0", "--ingredients", str(best), str(start),
+                              "--mix", "0.9", "0.1", "--out", str(tmp_path / "mixed")])
+    assert mixed["soup"]["val_mae"] != rows["soup"]["val_mae"]
