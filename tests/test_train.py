@@ -441,7 +441,7 @@ def test_soup_of_a_run_with_itself_validates_as_the_run_and_a_mix_moves_it(train
     report = json.loads((tmp_path / "same" / "soup.json").read_text())
     assert report["validation"]["soup"]["val_mae"] == rows["soup"]["val_mae"] and report["mix"] == "uniform"
 
-    start = tmp_path / "start.pt"  # the trained run's first checkpoint stands in for a second fine-tune
+    start = tmp_path / "start.pt"  # the run's checkpoint with untrained weights: a far-away second ingredient
     state = checkpoint.load(best)
     untrained = AgeGenderNet(backbone="efficientnet_lite0", pretrained=False, input_size=state["config"]["input_size"])
     state["ema"] = {"module": untrained.state_dict()}

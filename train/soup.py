@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--mix", nargs="+", type=float, default=None, help="weights of the ingredients")
     args, train_argv = parser.parse_known_args(argv)
     # A Trainer for the validation loaders, normalisation and precision the training runs use; its network starts
-    # from the first ingredient. No optimizer step is taken.
-    train_argv = [*train_argv, "--init-from", str(args.ingredients[0])]
+    # from the first ingredient (layout and normalisation follow it), so no ImageNet weights are loaded first.
+    # No optimizer step is taken.
+    train_argv = [*train_argv, "--init", "none", "--no-pretrained", "--init-from", str(args.ingredients[0])]
     cfg = resolve(train_argv, saved_config)
     ctx = distributed.setup(cfg.device)
     try:
