@@ -77,8 +77,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         trainer = Trainer(cfg, ctx, time.monotonic(), train_argv)
         states = []
         rows: dict[str, dict[str, float]] = {}
-        for path in args.ingredients:
-            init_from(trainer.net, path, cfg)
+        for i, path in enumerate(args.ingredients):
+            if i:  # the Trainer already loaded the first one (--init-from above)
+                init_from(trainer.net, path, cfg)
             states.append({k: v.detach().clone() for k, v in trainer.net.state_dict().items()})
             rows[str(path)] = validate(trainer.net, trainer.data.val_loaders, trainer.normalize, ctx,
                                        trainer.autocast)
