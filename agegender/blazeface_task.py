@@ -1,14 +1,10 @@
 """MediaPipe ``FaceDetector`` tasks (Tasks API, BlazeFace): one task with the lock and the process-wide inference
-slot that make it safe to share, a pool of such tasks so that passes over one image can run side by side, and the
-quieting of LiteRT's native log lines on model load."""
+slot that make it safe to share, and a pool of such tasks so that passes over one image can run side by side."""
 
 from __future__ import annotations
 
 import atexit
-import contextlib
-import os
 import queue
-import sys
 import threading
 import weakref
 from pathlib import Path
@@ -19,6 +15,7 @@ from .engines import threads as thread_policy
 from .errors import InvalidImageError
 from .face_boxes import Detection
 from .limits import NATIVE_SIDE_LIMIT
+from .native_log import quiet_native_logs
 
 _BOX_CENTRE_FROM_KEYPOINTS = {"short": (0.0, 0.03), "full": (0.0, 0.0)}
 """Box centre minus the mean of the eyes, nose and mouth keypoints, in box widths/heights (mean over ~200
@@ -40,10 +37,10 @@ class _TaskDetector:
         )
         import mediapipe as mp
 
-        with _native_stderr_silenced():
-            self._task = vision.FaceDetector.create_from_options(options)
-            # Warm-up: the first call allocates buffers and prints a one-off LiteRT alignment warning.
-            self._task.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.zeros((64, 64, 3), np.uint8)))
+        quiet_native_logs()  # LiteRT's INFO/WARNING lines (46 per load, one per close) off by its own switch
+        self._task = vision.FaceDetector.create_from_options(options)
+        # Warm-up: the first call allocates buffers (and, verbose, prints a one-off LiteRT alignment warning).
+        self._task.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.zeros((64, 64, 3), np.uint8)))
         self._lock = threading.Lock()
         # Close explicitly: MediaPipe's __del__ at interpreter exit raises "NoneType is not callable".
         self._finalizer = weakref.finalize(self, _close_task, self._task)
@@ -134,38 +131,6 @@ class TaskPool:
         with self._lock:
             for task in self._tasks:
                 task.close()
-
-
-@contextlib.contextmanager
-def _native_stderr_silenced():
-    """Hide LiteRT's C++ INFO/WARNING lines printed on model load (one per tensor: "Sparsity tensors may not
-    yet be fully supported"). They bypass Python logging, so only redirecting file descriptor 2 silences them.
-    Set AGEGENDER_VERBOSE=1 to see them."""
-    if os.environ.get("AGEGENDER_VERBOSE") == "1":
-        yield
-        return
-    with _STDERR_LOCK:  # two threads swapping fd 2 at once could leave it pointing at /dev/null for good
-        yield from _redirect_fd2_to_devnull()
-
-
-_STDERR_LOCK = threading.Lock()
-
-
-def _redirect_fd2_to_devnull():
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real fd 2 (some embedded interpreters): nothing to silence
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _close_task(task) -> None:

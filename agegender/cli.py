@@ -8,9 +8,7 @@ schema is :mod:`agegender.results`, shared with the app's downloads.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -105,25 +103,6 @@ def _print_text(rec: dict[str, Any], out) -> None:
         print(f"  annotated: {rec['annotated']}", file=out)
 
 
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """MediaPipe's C++ prints "INFO: DestroyAccelerator" lines straight to file descriptor 2 when a detector
-    closes; hide them (and only them: this wraps nothing but ``Estimator.close``)."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
-        yield
-        return
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def _check_annotate_dir(raw: str | None) -> Path | None:
     if not raw:
         return None
@@ -178,8 +157,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.json_array:
             out.write("\n]\n")
             out.flush()
-        with _quiet_native_stderr():
-            estimator.close()
+        estimator.close()
     if annotate_dir is not None:
         print(f"agegender: {written} annotated PNG{'s' if written != 1 else ''} written to {annotate_dir}",
               file=sys.stderr)

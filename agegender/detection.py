@@ -194,7 +194,13 @@ class FaceDetector:
         return faces
 
     def _run_pass(self, p: "_Pass") -> list[Detection]:
-        """One pass: the MediaPipe call and the pass's own filter (cut tiles, border faces)."""
+        """One pass: the MediaPipe call and the pass's own filter (cut tiles, border faces).
+
+        A flat view (a covered lens, a black intro frame, a blank page, an empty corner) holds no face and no part
+        of one, so MediaPipe never sees it: framed by the border pass's grey, a black 8 px corner of a black 16 px
+        frame upscaled to 512 px read as a "face cut by the border" (score 0.56), once per corner."""
+        if _flat(p.view):
+            return []
         task = self._full if p.model == "full" else self._short
         dets = self._run(task, p.view, p.x0, p.y0, pad=p.pad, max_side=p.max_side)
         return dets if p.keep is None else [d for d in dets if p.keep(d)]
@@ -239,7 +245,9 @@ class FaceDetector:
         keypoints are face-shaped (:func:`face_shaped`)."""
         h, w = rgb.shape[:2]
         ch, cw = max(1, int(round(h * BORDER_CROP))), max(1, int(round(w * BORDER_CROP)))
-        views = [(rgb, 0, 0)] + [(rgb[y0:y0 + ch, x0:x0 + cw], x0, y0) for y0 in (0, h - ch) for x0 in (0, w - cw)]
+        views = [(rgb, 0, 0)]
+        if min(ch, cw) >= MIN_TILE_SIDE:  # a corner sliver blown up 20x shows blocks, not a face part
+            views += [(rgb[y0:y0 + ch, x0:x0 + cw], x0, y0) for y0 in (0, h - ch) for x0 in (0, w - cw)]
 
         def keep(det: Detection) -> bool:
             x1, y1, x2, y2 = det.box

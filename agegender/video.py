@@ -1,4 +1,4 @@
-"""Video files (MP4, WebM, MOV, AVI): every face followed through the clip, an annotated copy, one row per person.
+"""Video files (MP4, WebM, MOV, AVI, MKV, MPEG-TS): every face followed through the clip, an annotated copy, one row per person.
 
 Why streaming: a minute of 720p video is ~1.6 GB of raw frames, so frames are decoded one at a time with PyAV
 (FFmpeg), analysed or drawn, encoded and dropped; memory stays at a few frames plus the compressed output.

@@ -19,7 +19,7 @@ import numpy as np
 from .errors import AgeGenderError
 
 
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".webm", ".mov", ".avi", ".mkv")
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".webm", ".mov", ".avi", ".mkv", ".ts", ".mts", ".m2ts")
 VideoSource = Union[str, os.PathLike, bytes, bytearray, memoryview, IO[bytes]]
 
 

@@ -22,7 +22,7 @@ import streamlit as st
 from agegender import AgeGenderError
 from agegender.video import VideoInfo, VideoLimits, VideoResult, analyse_video, probe_video
 
-VIDEO_TYPES = ["mp4", "m4v", "webm", "mov", "avi", "mkv"]
+VIDEO_TYPES = ["mp4", "m4v", "webm", "mov", "avi", "mkv", "ts", "mts", "m2ts"]
 MAX_VIDEO_MB = 100
 MAX_DURATION_S = 300.0
 LIMITS = VideoLimits(max_bytes=MAX_VIDEO_MB * 1024 * 1024, max_duration_s=MAX_DURATION_S)

@@ -14,7 +14,7 @@ from app import video
 
 settings = page_setup("Video file")
 st.title("Video file")
-st.caption(f"MP4, WebM, MOV or AVI up to {video.MAX_VIDEO_MB} MB and {video.MAX_DURATION_S / 60:.0f} minutes. "
+st.caption(f"MP4, WebM, MOV, AVI, MKV or MPEG-TS up to {video.MAX_VIDEO_MB} MB and {video.MAX_DURATION_S / 60:.0f} minutes. "
            "Faces are tracked from frame to frame; the annotated video and the table stay in memory until you "
            "download them.")
 estimator = load_estimator(settings)

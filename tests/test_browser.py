@@ -44,6 +44,10 @@ from app.live import write_y4m  # noqa: E402
 from conftest import free_port  # noqa: E402
 
 
+SERVER: dict[str, int] = {}
+"""The running server's ``pid`` (for its memory), set by the ``server`` fixture."""
+
+
 @pytest.fixture(scope="module")
 def server():
     """``streamlit run streamlit_app.py`` on a free port; yields its base URL."""
@@ -56,6 +60,7 @@ def server():
          "--server.fileWatcherType", "none"],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
     )
+    SERVER["pid"] = proc.pid
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
@@ -399,3 +404,56 @@ def test_video_page_plays_the_annotated_clip(server, page, astronaut, tmp_path):
     assert page.locator(EXCEPTION).count() == 0
     full_screenshot(page, "browser_video.png")
     full_screenshot(page, "browser_video_390.png", width=390)
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def test_four_sessions_upload_at_once_and_memory_stays_flat(browser, warm_app, tmp_path):
+    """Four visitors each drop a group photo and a hostile file at the same moment, 20 uploads in all: each page
+    shows its own photo's cards and its own file's error, never a traceback, and the server's RSS after 20
+    uploads is within 15 % of its RSS after the first 5 (no per-upload leak)."""
+    from agegender.paths import data_root
+
+    folder = data_root() / "group_photos" / "dlib_examples_faces"
+    photos = [folder / n for n in ("2008_007676.jpg", "2008_001322.jpg", "2009_004587.jpg", "2007_007763.jpg")]
+    if not all(p.is_file() for p in photos):
+        pytest.skip(f"needs {folder} (set AGEGENDER_DATA)")
+    expected = [library_face_count(p) for p in photos]
+    assert len(set(expected)) == 4  # every session's card count is its own photo's
+    hostile = []
+    for i, photo in enumerate(photos):
+        bad = tmp_path / f"visitor{i}-broken.jpg"
+        bad.write_bytes(photo.read_bytes()[:2000])  # a truncated JPEG
+        hostile.append(bad)
+    contexts = [context_at(browser, 1400) for _ in photos]
+    pages = [c.new_page() for c in contexts]
+    rss: dict[int, float] = {}
+    uploads = 0
+    try:
+        for round_size in (4, 1, 4, 4, 4, 3):  # 20 uploads; the memory is read after the 5th and the 20th
+            active = list(range(round_size))
+            for i in active:
+                pages[i].set_default_timeout(300_000)
+                pages[i].goto(f"{warm_app}/Upload_photos")
+                pages[i].locator('[data-testid="stFileUploaderDropzoneInput"]').wait_for(state="attached")
+            for i in active:  # all drops first, then all waits: the server works on them side by side
+                pages[i].locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+                    [str(photos[i]), str(hostile[i])])
+            for i in active:
+                pg = pages[i]
+                pg.get_by_text("Done:").wait_for()
+                assert pg.locator(CARD).count() == expected[i], (photos[i].name, uploads)
+                errors = pg.locator('[data-testid="stAlertContentError"]').all_inner_texts()
+                assert any(hostile[i].name in e for e in errors), errors
+                assert not any(h.name in " ".join(errors) for j, h in enumerate(hostile) if j != i)
+                assert pg.locator(EXCEPTION).count() == 0 and "Traceback" not in pg.content()
+            uploads += round_size
+            rss[uploads] = _rss_mb(SERVER["pid"])
+    finally:
+        for c in contexts:
+            c.close()
+    print(f"server RSS after 5 uploads {rss[5]:.0f} MB, after 20 {rss[20]:.0f} MB")
+    assert rss[20] <= rss[5] * 1.15, rss
