@@ -20,25 +20,29 @@ __version__ = "0.1.0"
 # $TMPDIR; this package writes nothing to disk on its own, so it switches that off before onnxruntime loads.
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
+from agegender import _moved  # noqa: E402
+
+_moved.install()  # agegender.imageio, agegender.age_check … (the paths before the packages) keep importing
+
 # ``annotate`` is imported eagerly: it shares its name with its submodule, and once ``agegender.annotate`` (the
 # module) is imported anywhere, the package attribute would be the module and __getattr__ would never run.
-from .annotate import annotate  # noqa: E402  (light: OpenCV is imported when a picture is drawn)
+from agegender.annotate import annotate  # noqa: E402  (light: OpenCV is imported when a picture is drawn)
 
 _EXPORTS = {
     "AgeGenderError": ".errors", "ImageTooLargeError": ".errors",
     "InvalidImageError": ".errors", "WeightsError": ".errors", "Estimator": ".estimator", "Face": ".face",
-    "ConsensusEstimator": ".consensus", "PRESETS": ".groups", "get_preset": ".groups", "load_image": ".imageio",
+    "ConsensusEstimator": ".assurance.consensus", "PRESETS": ".groups", "get_preset": ".groups", "load_image": ".io.images",
 }
 
 __all__ = sorted([*_EXPORTS, "annotate", "__version__"])
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .errors import AgeGenderError, ImageTooLargeError, InvalidImageError, WeightsError
-    from .consensus import ConsensusEstimator
-    from .estimator import Estimator
-    from .face import Face
-    from .groups import PRESETS, get_preset
-    from .imageio import load_image
+    from agegender.errors import AgeGenderError, ImageTooLargeError, InvalidImageError, WeightsError
+    from agegender.assurance.consensus import ConsensusEstimator
+    from agegender.estimator import Estimator
+    from agegender.face import Face
+    from agegender.groups import PRESETS, get_preset
+    from agegender.io.images import load_image
 
 
 def __getattr__(name: str) -> Any:

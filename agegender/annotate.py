@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .face import Face
+from agegender.face import Face
 
 # Okabe-Ito colours: distinguishable with the common forms of colour blindness.
 FEMALE_RGB = (204, 121, 167)

@@ -23,16 +23,16 @@ from typing import Sequence
 
 import numpy as np
 
-from .age_check import buffers_of
-from .calibration import Calibration, apply_calibration
-from .chips import ChipFraming, FramedChip, frame_chip
-from .crop import crop_face
-from .detection import Detection, FaceDetector
-from .engines import ENGINE_NAMES
-from .engines.loader import PRECISIONS, default_model, load_model
-from .face import Face
-from .groups import DEFAULT_PRESET, GroupPreset, age_interval, expected_age, get_preset
-from .imageio import ImageInput, load_image
+from agegender.assurance.age_check import buffers_of
+from agegender.assurance.calibration import Calibration, apply_calibration
+from agegender.crops.chips import ChipFraming, FramedChip, frame_chip
+from agegender.crops.align import crop_face
+from agegender.detection.detector import Detection, FaceDetector
+from agegender.engines import ENGINE_NAMES
+from agegender.engines.loader import PRECISIONS, default_model, load_model
+from agegender.face import Face
+from agegender.groups import DEFAULT_PRESET, GroupPreset, age_interval, expected_age, get_preset
+from agegender.io.images import ImageInput, load_image
 
 MAX_FORWARD_BATCH = 16  # images per forward pass (see the module docstring)
 FACES_PER_CALL = 16  # faces cropped and sent to the engine at once (bounds memory for photos with many faces)
@@ -49,7 +49,7 @@ class Estimator:
         Backbone name (``"resnet50"``, ``"efficientnet_lite0"``) or ``None`` for the bundled default (the model
         with the best measured accuracy, named in ``weights/MANIFEST.json``).
     detector:
-        ``"auto"``, ``"short"`` or ``"full"`` (see :class:`agegender.detection.FaceDetector`).
+        ``"auto"``, ``"short"`` or ``"full"`` (see :class:`agegender.detection.detector.FaceDetector`).
     device:
         ``"cpu"`` or a GPU (``"cuda"``…: torch's device, or onnxruntime's CUDA provider where installed);
         detection always runs on the CPU.
@@ -80,7 +80,7 @@ class Estimator:
         photos from 5.32 to 5.20, for about three times the network time. The live camera turns it off per call.
     calibrate:
         Apply the calibration stored beside the bundled weights (manifest ``"calibration"``, fitted on validation
-        with default TTA: :mod:`agegender.calibration`) to ``age_probs`` and the 80 % interval (default on).
+        with default TTA: :mod:`agegender.assurance.calibration`) to ``age_probs`` and the 80 % interval (default on).
     """
 
     def __init__(
@@ -167,13 +167,13 @@ class Estimator:
         ``framing="detect"`` (default) frames each chip as the training crops were framed: its main face is
         detected on a copy with a replicated border and cropped like a face in a photo; where no face is found
         the fixed chip template is used and ``score`` is 0. ``framing="template"`` always uses the template (no
-        detection; faster, but less accurate: see :mod:`agegender.chips`). Boxes are in each chip's pixels.
+        detection; faster, but less accurate: see :mod:`agegender.crops.chips`). Boxes are in each chip's pixels.
         """
         return self.predict_framed(self.frame_chips(faces, framing), keep_crops=keep_crops, scale_tta=scale_tta)
 
     def frame_chips(self, faces: Sequence[ImageInput], framing: ChipFraming = "detect") -> list[FramedChip]:
         """Each chip framed for the model (see :meth:`predict_crops`); apart so that several models can share
-        one framing (:mod:`agegender.consensus`)."""
+        one framing (:mod:`agegender.assurance.consensus`)."""
         return [frame_chip(load_image(item), self.detector if framing == "detect" else None, framing)
                 for item in faces]
 
@@ -227,7 +227,7 @@ class Estimator:
         group_matrix = self.preset.matrix
         faces = []
         for i, det in enumerate(detections):
-            if self.calibration is not None:  # the conformal interval fitted on validation (agegender.calibration)
+            if self.calibration is not None:  # the conformal interval fitted on validation (agegender.assurance.calibration)
                 low, high = float(cal_low[i]), float(cal_high[i])
             else:
                 low, high = age_interval(age_probs[i], 0.8)

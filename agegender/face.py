@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .groups import p_at_least as _p_at_least
+from agegender.groups import p_at_least as _p_at_least
 
 if TYPE_CHECKING:
-    from .age_check import AgeDecision
+    from agegender.assurance.age_check import AgeDecision
 
 
 @dataclass
@@ -21,7 +21,7 @@ class Face:
     ``age`` is the expected value of the age distribution ``age_probs`` (101 one-year bins, the last = 100+);
     ``age_low``/``age_high`` bound its 80 % interval (widened to contain ``age`` when the distribution is skewed);
     ``groups`` sums the bins into the chosen preset's groups. ``calibrated`` says whether ``age_probs`` and the
-    interval went through the model's validated calibration (:mod:`agegender.calibration`): then the interval
+    interval went through the model's validated calibration (:mod:`agegender.assurance.calibration`): then the interval
     covered 80 % of the validation faces of every true-age decade and P(age ≥ t) was tempered to match the
     observed frequencies; uncalibrated (untrained or custom weights) they are the network's raw numbers.
     """
@@ -42,14 +42,14 @@ class Face:
     # the age-check buffers validated for the model and calibration that made this face (None: the defaults)
     validated_buffers: "dict[int, int] | None" = field(default=None, repr=False, compare=False)
     model: str | None = field(default=None, compare=False)  # the backbone that made this estimate
-    # the same crop as other bundled models saw it (agegender.consensus): the age check then needs all to pass
+    # the same crop as other bundled models saw it (agegender.assurance.consensus): the age check then needs all to pass
     second_opinions: "tuple[Face, ...]" = field(default=(), repr=False, compare=False)
 
     def age_check(self, threshold: int = 18, buffer: int | None = None) -> "AgeDecision":
-        """Pass or ask for ID under the buffer policy of :mod:`agegender.age_check` (``buffer=None``: the
+        """Pass or ask for ID under the buffer policy of :mod:`agegender.assurance.age_check` (``buffer=None``: the
         buffer validated for ``threshold`` and this face's model; with :attr:`second_opinions`, every model
         must pass)."""
-        from .age_check import check
+        from agegender.assurance.age_check import check
 
         return check(self, threshold, buffer)
 

@@ -16,6 +16,8 @@ from typing import Sequence
 import numpy as np
 
 NUM_AGE_BINS = 101
+ADULT_AGE = 18
+"""The age of majority that reports measure "over 18" against (the age check takes its own threshold)."""
 AGES = np.arange(NUM_AGE_BINS, dtype=np.float64)
 
 

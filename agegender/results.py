@@ -21,7 +21,7 @@ import json
 from pathlib import PurePath
 from typing import Any, Iterable, Mapping, Sequence
 
-from .face import Face
+from agegender.face import Face
 
 CSV_COLUMNS = ["file", "face", "x1", "y1", "x2", "y2", "score", "age", "age_low", "age_high", "age_group",
                "group_prob", "gender", "p_female", "gender_confidence", "p_adult", "error"]
@@ -90,22 +90,29 @@ def csv_safe(value: Any) -> Any:
     return value
 
 
-def csv_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The CSV rows of one record (strings sanitised with :func:`csv_safe`)."""
-    file = csv_safe(record["file"])
+def face_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One flat row per face of a record, or one row for an image without faces or with an error, with every
+    column of :data:`CSV_COLUMNS` (``None`` where a column does not apply): the table behind ``predict --csv``,
+    the app's CSV and ``agegender batch``'s Parquet/JSON Lines files."""
     if record.get("error") or not record.get("faces"):
-        return [{"file": file, "error": csv_safe(record.get("error") or NO_FACE)}]
+        return [{**dict.fromkeys(CSV_COLUMNS), "file": record["file"], "error": record.get("error") or NO_FACE}]
     rows = []
     for f in record["faces"]:
         x1, y1, x2, y2 = f["box"]
         rows.append({
-            "file": file, "face": f["index"], "x1": x1, "y1": y1, "x2": x2, "y2": y2, "score": f["score"],
+            "file": record["file"], "face": f["index"], "x1": x1, "y1": y1, "x2": x2, "y2": y2, "score": f["score"],
             "age": f["age"], "age_low": f["age_low"], "age_high": f["age_high"],
-            "age_group": csv_safe(f["age_group"]), "group_prob": round(float(f["groups"][f["age_group"]]), 4),
+            "age_group": f["age_group"], "group_prob": round(float(f["groups"][f["age_group"]]), 4),
             "gender": f["gender"], "p_female": f["p_female"], "gender_confidence": f["gender_confidence"],
-            "p_adult": f["p_adult"], "error": "",
+            "p_adult": f["p_adult"], "error": None,
         })
     return rows
+
+
+def csv_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The CSV rows of one record (:func:`face_rows`, strings sanitised with :func:`csv_safe`, empty cells blank)."""
+    return [{k: "" if v is None else csv_safe(v) for k, v in row.items() if v is not None or k == "error"}
+            for row in face_rows(record)]
 
 
 def csv_writer(out) -> csv.DictWriter:

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import WeightsError
-from .paths import WEIGHTS_DIR
+from agegender.errors import WeightsError
+from agegender.paths import WEIGHTS_DIR
 
 MANIFEST_NAME = "MANIFEST.json"
 MAX_FILE_BYTES = 50 * 1024 * 1024

@@ -12,7 +12,7 @@ import warnings
 import streamlit as st
 
 from agegender import AgeGenderError, Estimator
-from agegender.consensus import ConsensusEstimator, consensus_policy
+from agegender.assurance.consensus import ConsensusEstimator, consensus_policy
 
 from .settings import UNTRAINED_FALLBACK, Settings
 
@@ -47,7 +47,7 @@ def load_estimator(settings: Settings) -> Estimator:
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the models of the age-check consensus…")
 def _cached_consensus(detector: str, min_score: float) -> ConsensusEstimator:
-    """The bundled models that must all pass a face (agegender.consensus), shared by all sessions."""
+    """The bundled models that must all pass a face (agegender.assurance.consensus), shared by all sessions."""
     return ConsensusEstimator(detector=detector, min_score=min_score, max_faces=MAX_FACES_PER_IMAGE)
 
 

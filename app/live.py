@@ -3,7 +3,7 @@
 Kept apart from the page (and free of Streamlit imports) so it can be unit-tested without a browser: the camera
 page only wires :class:`LiveAnalyzer.callback` into ``streamlit_webrtc.webrtc_streamer`` and polls
 :meth:`LiveAnalyzer.latest_stats`. Tracking, label smoothing and box motion are the library's
-(:mod:`agegender.tracking`), shared with the video-file pipeline.
+(:mod:`agegender.video.tracking`), shared with the video-file pipeline.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 import cv2
 import numpy as np
 
-from agegender.tracking import FaceTracker, Track, draw_tracks
+from agegender.video.tracking import FaceTracker, Track, draw_tracks
 
 
 # ---------------------------------------------------------------------------------------------- the analyzer

@@ -11,7 +11,7 @@ from typing import Any
 import streamlit as st
 
 from agegender import PRESETS, AgeGenderError
-from agegender.detection import DETECTOR_MODES
+from agegender.detection.detector import DETECTOR_MODES
 from agegender.weights import bundled_backbones, model_entry
 
 from .report_data import entry_metrics

@@ -1,6 +1,6 @@
 """The video page's helpers: upload limits, the analysis run with its progress bar, the result's table and downloads.
 
-The work itself is :func:`agegender.video.analyse_video` (streaming decode, tracker, in-memory H.264); here we
+The work itself is :func:`agegender.video.analysis.analyse_video` (streaming decode, tracker, in-memory H.264); here we
 only decide what the page shows. Privacy: the upload stays in Streamlit's memory, the annotated video is built
 in a ``BytesIO`` and served from Streamlit's in-memory media store; nothing is written to disk unless the user
 clicks a download. One result is kept per session (the newest), so memory does not grow with every upload.
@@ -20,7 +20,7 @@ import pandas as pd
 import streamlit as st
 
 from agegender import AgeGenderError
-from agegender.video import VideoInfo, VideoLimits, VideoResult, analyse_video, probe_video
+from agegender.video.analysis import VideoInfo, VideoLimits, VideoResult, analyse_video, probe_video
 
 VIDEO_TYPES = ["mp4", "m4v", "webm", "mov", "avi", "mkv", "ts", "mts", "m2ts"]
 MAX_VIDEO_MB = 100

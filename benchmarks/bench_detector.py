@@ -27,8 +27,8 @@ import cv2
 import numpy as np
 
 from agegender import detection
-from agegender.detection import FaceDetector
-from agegender.imageio import load_image
+from agegender.detection.detector import FaceDetector
+from agegender.io.images import load_image
 from agegender.paths import data_root
 
 FRAMES = {  # name: (photo under group_photos, width, height or None for the photo as it is)

@@ -33,7 +33,7 @@ from load import busy_load, cpu_description, loadavg  # noqa: E402
 from agegender import Estimator, WeightsError, __version__  # noqa: E402
 from agegender.engines import threads as thread_policy  # noqa: E402
 from agegender.estimator import SCALE_TTA_CONTEXTS  # noqa: E402
-from agegender.imageio import load_image  # noqa: E402
+from agegender.io.images import load_image  # noqa: E402
 from agegender.paths import REPO_DIR, data_root  # noqa: E402
 
 BACKBONES = ("efficientnet_lite0", "resnet50")
@@ -133,7 +133,7 @@ def bench_threads(load: int, repeats: int, warmup: int) -> list[dict]:
 
 
 def bench_detector(images: dict[str, np.ndarray], load: int, repeats: int, warmup: int) -> list[dict]:
-    from agegender.detection import FaceDetector
+    from agegender.detection.detector import FaceDetector
 
     rows = []
     for mode in ("short", "full", "auto"):
@@ -165,8 +165,8 @@ def bench_pipeline(images: dict[str, np.ndarray], load: int, repeats: int, warmu
 
 
 def bench_consensus(images: dict[str, np.ndarray], load: int, repeats: int, warmup: int) -> list[dict]:
-    """The age check's two-model panel (agegender.consensus) against the default model alone, per photo."""
-    from agegender.consensus import ConsensusEstimator
+    """The age check's two-model panel (agegender.assurance.consensus) against the default model alone, per photo."""
+    from agegender.assurance.consensus import ConsensusEstimator
 
     single, panel = Estimator(), ConsensusEstimator()
     rows = []

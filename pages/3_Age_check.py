@@ -1,9 +1,9 @@
 """Age check page: one photo or snapshot → for each face P(age ≥ t) and a pass / ask-for-ID decision.
 
-The decision is the library's (:meth:`agegender.Face.age_check`, rule in :mod:`agegender.age_check`); this page
+The decision is the library's (:meth:`agegender.Face.age_check`, rule in :mod:`agegender.assurance.age_check`); this page
 only collects the threshold and buffer, shows the decisions with the group summary, and the policy table that
 was measured on the test splits (``reports/age-assurance-<model>/``), so the user sees what a buffer costs. By
-default every bundled model of the validated consensus must pass (:mod:`agegender.consensus`,
+default every bundled model of the validated consensus must pass (:mod:`agegender.assurance.consensus`,
 ``reports/age-assurance-consensus/``); the toggle turns it off for the sidebar's model alone.
 """
 
@@ -17,7 +17,7 @@ from app.cards import annotated_picture, escape_markdown
 from app.estimator_cache import consensus_available, load_consensus_estimator, load_estimator
 from app.report_data import entry_metrics, error_at_age, manifest_models, over_18, report_for_model
 from app.settings import PRIVACY, page_setup
-from agegender.age_check import DEFAULT_BUFFERS, default_buffer, summary, whole_years as years
+from agegender.assurance.age_check import DEFAULT_BUFFERS, default_buffer, summary, whole_years as years
 from agegender.evaluation.assurance import load_assurance
 from agegender.evaluation.consensus import load_consensus_report
 from agegender.evaluation.policy import display_rows

@@ -1,6 +1,6 @@
 """Video file page: upload a clip → every face tracked through it, an annotated MP4 and one row per person.
 
-The analysis is the library's (``agegender.video``, the live page's tracker); this page picks the file and how
+The analysis is the library's (``agegender.video.analysis``, the live page's tracker); this page picks the file and how
 many frames to analyse, shows progress, and keeps the newest result for reruns (downloads, settings).
 """
 

@@ -121,7 +121,7 @@ _DETECTORS: dict = {}
 @pytest.fixture(scope="session")
 def detectors():
     """``detectors(mode)`` → a shared FaceDetector with default options for that mode."""
-    from agegender.detection import FaceDetector
+    from agegender.detection.detector import FaceDetector
 
     def get(mode: str) -> FaceDetector:
         if mode not in _DETECTORS:

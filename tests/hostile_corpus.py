@@ -218,7 +218,7 @@ def cases() -> list[Case]:
 def outcome(source, **kwargs) -> str:
     """'ok', 'error', 'too_large' or 'ESCAPED <type>: <message>' for ``load_image(source)``."""
     from agegender.errors import ImageTooLargeError, InvalidImageError
-    from agegender.imageio import load_image
+    from agegender.io.images import load_image
 
     try:
         out = load_image(source, **kwargs)
@@ -234,9 +234,9 @@ def outcome(source, **kwargs) -> str:
 
 def _native_child(name: str) -> None:
     """Run one native case fully (decode and detection) in this process: the parent watches the exit status."""
-    from agegender.detection import FaceDetector
+    from agegender.detection.detector import FaceDetector
 
-    from agegender.imageio import load_image
+    from agegender.io.images import load_image
 
     case = next(k for k in cases() if k.name == name)
     source = case.make()

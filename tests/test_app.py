@@ -501,7 +501,7 @@ def test_model_report_without_reports(tmp_path, monkeypatch):
 
 
 def _write_report(folder: Path, model: str, seed: int, history: list[dict] | None = None) -> None:
-    from agegender.evaluate import compute_metrics
+    from agegender.evaluation import compute_metrics
 
     rng = np.random.default_rng(seed)
     ages = rng.integers(1, 90, size=200)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from agegender import Estimator
-from agegender.evaluate import subset
+from agegender.evaluation import subset
 from agegender.paths import REPO_DIR
 from agegender.weights import read_manifest
 

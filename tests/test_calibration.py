@@ -1,4 +1,4 @@
-"""Calibration: the pure functions of agegender.calibration and the fitting/measuring of
+"""Calibration: the pure functions of agegender.assurance.calibration and the fitting/measuring of
 agegender.evaluation.calibration, on hand-made and synthetic distributions with known answers."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agegender.calibration import Calibration, apply_calibration, pit, quantile, temper
+from agegender.assurance.calibration import Calibration, apply_calibration, pit, quantile, temper
 from agegender.evaluation.calibration import (
     choose_regions, conformal_levels, coverage, fit_calibration, fit_label_conditional, fit_temperature,
     reliability, sampling_noise,
@@ -213,7 +213,7 @@ def test_install_puts_the_fitted_calibration_into_the_model_entry(tmp_path):
     assert install(out, "resnet50", tmp_path) == "b.safetensors"
     name, entry = model_entry("resnet50", tmp_path)
     assert Calibration.from_dict(entry["calibration"]) == cal and entry["sha256"] == "y"
-    from agegender.age_check import buffers_of, default_buffer
+    from agegender.assurance.age_check import buffers_of, default_buffer
 
     assert buffers_of(entry) == {18: 9, 21: 11}  # an unchosen threshold is left out
     assert default_buffer(18, buffers_of(entry)) == 9 and default_buffer(30, buffers_of(entry)) == 11

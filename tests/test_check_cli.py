@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from agegender import Estimator
-from agegender.age_check import default_buffer
+from agegender.assurance.age_check import default_buffer
 
 from conftest import encode
 

@@ -1,4 +1,4 @@
-"""agegender.chips: which face an image is about, and how a face chip is framed (as the training crops were)."""
+"""agegender.crops.chips: which face an image is about, and how a face chip is framed (as the training crops were)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from agegender.chips import CHIP_PAD, detect_main_face, frame_chip, main_face
-from agegender.crop import chip_detection
-from agegender.detection import FaceDetector
+from agegender.crops.chips import CHIP_PAD, detect_main_face, frame_chip, main_face
+from agegender.crops.align import chip_detection
+from agegender.detection.detector import FaceDetector
 
 
 @pytest.fixture(scope="module")

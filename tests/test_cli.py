@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agegender.cli import CSV_FIELDS
+from agegender.cli.predict import CSV_FIELDS
 from agegender.groups import PRESETS
 from agegender.paths import WEIGHTS_DIR
 
@@ -226,7 +226,7 @@ def test_info_json_lists_detector_weights_with_hashes():
 def test_tta_switches_map_to_the_estimator_and_report_names(argv, flip, scale, suffix):
     import argparse
 
-    from agegender.cli_options import add_tta_arguments, tta_options, tta_variant
+    from agegender.cli.options import add_tta_arguments, tta_options, tta_variant
 
     parser = argparse.ArgumentParser()
     add_tta_arguments(parser)
@@ -291,7 +291,7 @@ def test_annotate_names_are_unique_and_long_names_still_get_a_file(astronaut, tm
 def test_annotate_write_failure_is_recorded(astronaut, tmp_path, monkeypatch):
     from PIL import Image as PILImage
 
-    from agegender.cli import iter_records
+    from agegender.cli.predict import iter_records
 
     class NoFaces:
         def predict(self, rgb):
@@ -335,7 +335,7 @@ def test_size_limit_error_names_the_file(tmp_path):
 
 def test_records_are_printed_as_they_finish(astronaut, tmp_path, capsys, monkeypatch):
     """A failure after the first image (here: the run is interrupted) loses nothing already analysed."""
-    from agegender import cli
+    from agegender.cli import parser as cli_main, predict
 
     class Interrupted:
         calls = 0
@@ -351,9 +351,9 @@ def test_records_are_printed_as_they_finish(astronaut, tmp_path, capsys, monkeyp
 
     for name in ("a.png", "b.png"):
         Image.fromarray(astronaut).save(tmp_path / name)
-    args = cli.build_parser().parse_args(["predict", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--json"])
-    monkeypatch.setattr(cli, "_build_estimator", lambda a: Interrupted())
+    args = cli_main.build_parser().parse_args(["predict", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--json"])
+    monkeypatch.setattr(predict, "build_estimator", lambda a: Interrupted())
     with pytest.raises(KeyboardInterrupt):
-        cli.cmd_predict(args)
+        predict.cmd_predict(args)
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["file"] == str(tmp_path / "a.png")

@@ -1,4 +1,4 @@
-"""The two-model age check (agegender.consensus): every model must pass under its own buffer; how an explicit
+"""The two-model age check (agegender.assurance.consensus): every model must pass under its own buffer; how an explicit
 buffer moves the panel; its measurement and buffer choice on hand-made predictions with known answers; the
 manifest install; and the bundled panel end to end on skimage's astronaut (library, CLI and page agree)."""
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agegender.age_check import member_buffer
-from agegender.consensus import MANIFEST_KEY, ConsensusEstimator, buffers_by_model, consensus_policy
+from agegender.assurance.age_check import member_buffer
+from agegender.assurance.consensus import MANIFEST_KEY, ConsensusEstimator, buffers_by_model, consensus_policy
 from agegender.evaluation import consensus as ec
 from agegender.evaluation.assurance import Split
 from agegender.evaluation.policy import policy_row, rates_of_passes
@@ -94,7 +94,7 @@ def test_rates_of_passes_is_policy_row_for_one_model():
     y = rng.integers(5, 70, 400)
     age = y + rng.normal(0, 6, 400)
     low = age - 5
-    from agegender.age_check import passes
+    from agegender.assurance.age_check import passes
 
     assert rates_of_passes(y, passes(age, low, 21, 7), 21, 7) == policy_row(y, age, low, 21, 7)
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agegender.crop import ALIGN_POINTS, chip_detection, crop_face, crop_transform, load_calibration
-from agegender.detection import Detection
-from agegender.imageio import load_image
+from agegender.crops.align import ALIGN_POINTS, chip_detection, crop_face, crop_transform, load_calibration
+from agegender.detection.detector import Detection
+from agegender.io.images import load_image
 
 from conftest import encode, utkface_chips
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import agegender.detection as detection
-from agegender.detection import Detection, FaceDetector, box_iou, face_shaped, merge_detections
+import agegender.detection.detector as detection
+from agegender.detection.detector import Detection, FaceDetector, box_iou, face_shaped, merge_detections
 from agegender.errors import InvalidImageError
 
 from conftest import data_path
@@ -345,7 +345,7 @@ def _annotated_ground_truth() -> dict[str, np.ndarray]:
 def _score_photo_sets(det, truth) -> tuple[dict[str, list[int]], list[str]]:
     """Per photo set: [matched, ground-truth boxes, false positives, images]. Boxes are clipped to the image
     first: a face cut by the border is annotated (and detected) past it, and only the visible part is compared."""
-    from agegender.imageio import load_image
+    from agegender.io.images import load_image
 
     root = data_path("group_photos")
     sets: dict[str, list[int]] = {}
@@ -398,7 +398,7 @@ def test_recall_on_all_annotated_group_photos(detectors):
 
 @pytest.mark.data
 def test_selfie_taker_cut_by_the_border_is_found_and_the_hand_is_not_a_face(detectors):
-    from agegender.imageio import load_image
+    from agegender.io.images import load_image
 
     root = data_path("group_photos")
     selfie = load_image(root / "deepface" / "selfie-many-people.jpg")

@@ -185,7 +185,7 @@ def test_the_runtime_needs_no_torch(tmp_path, astronaut):
     script = BLOCK_TORCH + textwrap.dedent(f"""
         import json
         from agegender import Estimator
-        from agegender.cli import main
+        from agegender.cli.parser import main
         faces = Estimator().predict({str(photo)!r})
         assert len(faces) == 1 and 0 < faces[0].age < 100, faces
         assert main(["info", "--json"]) == 0

@@ -17,11 +17,11 @@ import pytest
 from PIL import Image
 
 from agegender import AgeGenderError, Estimator, Face, WeightsError
-from agegender.crop import chip_detection, crop_face
+from agegender.crops.align import chip_detection, crop_face
 from agegender.estimator import MAX_FORWARD_BATCH, SCALE_TTA_CONTEXTS
-from agegender.detection import MODEL_FILES
+from agegender.detection.detector import MODEL_FILES
 from agegender.groups import PRESETS
-from agegender.imageio import load_image
+from agegender.io.images import load_image
 from agegender.paths import WEIGHTS_DIR
 from agegender.weights import read_manifest, write_manifest
 

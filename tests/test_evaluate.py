@@ -14,8 +14,8 @@ from PIL import Image
 
 from conftest import utkface_chips
 
-from agegender.crop import chip_detection
-from agegender.evaluate import (
+from agegender.crops.align import chip_detection
+from agegender.evaluation import (
     NothingToEvaluate, compute_metrics, match_box, paste_chip, read_labels_csv, register_cli, subset, write_report,
 )
 
@@ -253,7 +253,7 @@ def test_subset_is_seeded_and_keeps_order():
 
 
 def test_evaluate_arguments_name_the_real_chip_framings():
-    from agegender.chips import CHIP_FRAMINGS
+    from agegender.crops.chips import CHIP_FRAMINGS
     from agegender.evaluation import cli_args
 
     assert cli_args.CHIP_FRAMINGS == CHIP_FRAMINGS

@@ -46,7 +46,7 @@ def test_api_outcome(case: Case):
 @pytest.mark.parametrize("case", [c for c in BAD_FILES if c.category != "size"][:12], ids=lambda c: c.name)
 def test_file_errors_name_the_file_in_one_line(case: Case, tmp_path):
     from agegender.errors import InvalidImageError
-    from agegender.imageio import load_image
+    from agegender.io.images import load_image
 
     path = tmp_path / case.name
     path.write_bytes(case.make())
@@ -58,7 +58,7 @@ def test_file_errors_name_the_file_in_one_line(case: Case, tmp_path):
 
 
 def test_refused_formats_are_named():
-    from agegender.imageio import load_image
+    from agegender.io.images import load_image
 
     for fmt, word in (("AVIF", "AVIF"), ("QOI", "QOI"), ("JPEG2000", "JPEG 2000"), ("PDF", "PDF")):
         data = _enc(np.zeros((16, 16, 3), np.uint8), fmt)
@@ -67,7 +67,7 @@ def test_refused_formats_are_named():
 
 
 def test_accepted_suffixes_match_the_formats():
-    from agegender.imageio import ACCEPTED_FORMATS, ACCEPTED_SUFFIXES
+    from agegender.io.images import ACCEPTED_FORMATS, ACCEPTED_SUFFIXES
 
     Image.init()
     for suffix in ACCEPTED_SUFFIXES:
@@ -83,7 +83,7 @@ def test_native_crash_cases_in_a_subprocess():
         "sys.path.insert(0, sys.argv[1])\n"
         "import numpy as np\n"
         "from hostile_corpus import cases, outcome\n"
-        "from agegender.detection import FaceDetector\n"
+        "from agegender.detection.detector import FaceDetector\n"
         "det = FaceDetector('auto')\n"
         "for c in cases():\n"
         "    if not c.native: continue\n"
@@ -111,7 +111,7 @@ def test_exif_orientations_keep_boxes_within_3px(detectors, astronaut):
     inverse = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
                4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90,
                7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_270}
-    from agegender.imageio import load_image
+    from agegender.io.images import load_image
 
     upright = load_image(_enc(astronaut, "JPEG", quality=95))
     (ref,) = detectors("auto").detect(upright)

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from agegender import AgeGenderError, Estimator
-from agegender.detection import FaceDetector
-from agegender.video import VIDEO_SUFFIXES, VideoLimits, VideoTooLargeError, analyse_video
+from agegender.detection.detector import FaceDetector
+from agegender.video.analysis import VIDEO_SUFFIXES, VideoLimits, VideoTooLargeError, analyse_video
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from video_corpus import VideoCase, black_16, cases  # noqa: E402
@@ -128,8 +128,8 @@ def test_cli_stderr_holds_only_our_messages(corpus_dir, tmp_path):
 
 
 def test_native_logs_are_quieted_by_their_switch_not_by_closing_stderr():
-    code = ("import os, sys; from agegender.native_log import quiet_native_logs; ok = quiet_native_logs(); "
-            "from agegender.detection import FaceDetector; FaceDetector().close(); "
+    code = ("import os, sys; from agegender.detection.native_log import quiet_native_logs; ok = quiet_native_logs(); "
+            "from agegender.detection.detector import FaceDetector; FaceDetector().close(); "
             "os.write(2, b'still open\\n'); print(ok)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.stdout.strip() == "True" and proc.stderr == "still open\n"

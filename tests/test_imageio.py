@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, UnidentifiedImageError
 
 from agegender import AgeGenderError, ImageTooLargeError, InvalidImageError, load_image
-from agegender.imageio import MAX_PIXELS
+from agegender.io.images import MAX_PIXELS
 
 from conftest import encode
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agegender.age_check import DEFAULT_BUFFERS
+from agegender.assurance.age_check import DEFAULT_BUFFERS
 from agegender.evaluation.model_card import BLOCKS, README_BLOCKS, blocks
 from agegender.weights import read_manifest
 

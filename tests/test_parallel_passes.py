@@ -1,5 +1,5 @@
 """The detector's passes run side by side (``agegender.engines.threads.parallel_map`` over a pool of MediaPipe tasks,
-``agegender.blazeface_task.TaskPool``): the same faces as one pass after another, results in order, no task used
+``agegender.detection.blazeface.TaskPool``): the same faces as one pass after another, results in order, no task used
 by two threads at once, and no deadlock when a worker itself asks for parallel work."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-import agegender.blazeface_task as blazeface_task
-import agegender.detection as detection
+import agegender.detection.blazeface as blazeface_task
+import agegender.detection.detector as detection
 from agegender.engines import threads
 
 

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from agegender import Estimator
-from agegender.age_check import DEFAULT_BUFFERS, check, default_buffer, passes, summary
+from agegender.assurance.age_check import DEFAULT_BUFFERS, check, default_buffer, passes, summary
 from agegender.evaluation.policy import choose_buffer, display_rows, policy_row, policy_table, wilson_upper
 from agegender.face import Face
 
@@ -57,8 +57,8 @@ def test_the_text_and_the_record_say_the_same_whole_years():
     # 48.52 was "49" in the reason but "48" in agegender check's text (its record held 48.5, printed half-even)
     import io
 
-    from agegender.age_check import whole_years
-    from agegender.cli_check import _print_text
+    from agegender.assurance.age_check import whole_years
+    from agegender.cli.check import _print_text
 
     # half up from the record's 2 decimals (48.495 is 48.4949... in binary, so 48.49 in the record: 48)
     assert [whole_years(x) for x in (48.52, 48.5, 48.495, 47.5, 18.449)] == [49, 49, 48, 48, 18]

@@ -1,4 +1,4 @@
-"""The library's face tracker (``agegender.tracking``): ids across frames, smoothed labels, box motion between
+"""The library's face tracker (``agegender.video.tracking``): ids across frames, smoothed labels, box motion between
 analysed frames and the reset when the frame size changes. Faces are built by hand, so every number is known."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from agegender import Face
-from agegender.tracking import FaceTracker, draw_tracks
+from agegender.video.tracking import FaceTracker, draw_tracks
 
 
 def face(box, age: int, p_female: float, index: int = 1) -> Face:

@@ -1,4 +1,4 @@
-"""Video files: the library pipeline (``agegender.video``), the video page through ``AppTest`` and
+"""Video files: the library pipeline (``agegender.video.analysis``), the video page through ``AppTest`` and
 ``agegender predict clip.mp4`` in a subprocess, on short clips made here from the astronaut photo.
 
 The clip: the astronaut (300 px) slides from the left to the right edge of a 640x360 frame in 24 frames at
@@ -27,7 +27,7 @@ av = pytest.importorskip("av", reason="video files need PyAV")
 # Imported before any test redirects the temp dir: AppTest makes an (empty) folder of its own on import.
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from agegender.video import (  # noqa: E402
+from agegender.video.analysis import (  # noqa: E402
     InvalidVideoError, VideoLimits, VideoTooLargeError, analyse_video, probe_video,
 )
 
@@ -114,7 +114,7 @@ def test_one_track_follows_the_face_through_the_clip(clip, estimator, empty_dirs
 def test_boxes_move_with_the_face_on_frames_that_are_not_analysed(clip, estimator, monkeypatch):
     """On frames between analyses the drawn box is where the detector finds the face on that very frame (to a
     few pixels of detector jitter), not where it was at the last analysis (15-30 px behind)."""
-    import agegender.video as video
+    import agegender.video.analysis as video
 
     drawn_boxes: list[list[tuple]] = []
 

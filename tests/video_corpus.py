@@ -163,7 +163,7 @@ if __name__ == "__main__":  # the outcome table
     import time
 
     from agegender import AgeGenderError, Estimator
-    from agegender.video import VideoLimits, analyse_video
+    from agegender.video.analysis import VideoLimits, analyse_video
 
     est = Estimator()
     for case in cases():

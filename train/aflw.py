@@ -11,7 +11,7 @@ Split (fixed seed, written to ``train/splits/mtfl_aflw_{train,val,test}.txt``, c
 byte-identical files are grouped by content hash, then stratified by (gender, pose) into 50 / 25 / 25 %. The
 test quarter is for a one-time measurement after every choice is made on val.
 
-Crops are framed as the app frames a face chip (:func:`agegender.chips.frame_chip`: replicated border, detect,
+Crops are framed as the app frames a face chip (:func:`agegender.crops.chips.frame_chip`: replicated border, detect,
 calibrated crop; the chip template where no face is found), at the size and context of the existing cache:
 
     python -m train.aflw --cache .cache/crops200 --workers 2
@@ -95,15 +95,15 @@ _detector = None
 
 def _init_worker() -> None:
     global _detector
-    from agegender.detection import FaceDetector
+    from agegender.detection.detector import FaceDetector
 
     cv2.setNumThreads(1)
     _detector = FaceDetector("auto", min_score=0.5)
 
 
 def _crop(task: tuple[str, int, float]) -> tuple[np.ndarray | None, str]:
-    from agegender.chips import frame_chip
-    from agegender.crop import crop_face
+    from agegender.crops.chips import frame_chip
+    from agegender.crops.align import crop_face
 
     path, size, context = task
     image = cv2.imread(path, cv2.IMREAD_COLOR)

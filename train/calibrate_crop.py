@@ -3,7 +3,7 @@
 Each sampled 200×200 chip is pasted into a 400×400 canvas (border replicated, so the detector sees an ordinary
 photo-like frame), both BlazeFace models run on it, and we record the detection in *chip* coordinates. The
 median keypoint positions become the alignment template; the median offset/scale between the box and the chip
-become the box fallback. Writes ``agegender/crop_calibration.json`` and prints how well the fitted crop
+become the box fallback. Writes ``agegender/crops/crop_calibration.json`` and prints how well the fitted crop
 reproduces the chips (IoU of the crop square with the chip square).
 
     python -m train.calibrate_crop --n 2000
@@ -20,8 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from agegender.crop import ALIGN_POINTS, CALIBRATION_FILE, crop_transform, load_calibration
-from agegender.detection import FaceDetector
+from agegender.crops.align import ALIGN_POINTS, CALIBRATION_FILE, crop_transform, load_calibration
+from agegender.detection.detector import FaceDetector
 from agegender.paths import data_root
 
 CHIP = 200

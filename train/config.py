@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import yaml
 
-from agegender.datasets import SETS
+from agegender.evaluation.datasets import SETS
 from agegender.models import NORMALIZATIONS, list_backbones
 from agegender.models.resnet import LAYOUTS
 

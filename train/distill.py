@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from agegender.datasets import SETS
+from agegender.evaluation.datasets import SETS
 
 from .data import cache_context
 from .preprocess import DEFAULT_CACHE

@@ -1,7 +1,7 @@
 """Cache training crops made by the app's own pipeline: detect → calibrated crop.
 
 Training must see exactly what the app feeds the model. Every image goes through ``FaceDetector("auto")`` and
-:func:`agegender.crop.crop_face`; UTKFace chips are framed by :func:`agegender.chips.frame_chip`, the very function
+:func:`agegender.crops.align.crop_face`; UTKFace chips are framed by :func:`agegender.crops.chips.frame_chip`, the very function
 ``Estimator.predict_crops`` uses (replicated border, detect, calibrated crop), and All-Age-Faces photos get a
 replicated border so faces near their black rotated edges are still found. Crops are
 stored at ``--size`` with ``--context`` (default 160 px, 1.25): the central 128 px is the inference crop, the
@@ -27,16 +27,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from agegender.chips import detect_main_face, frame_chip
-from agegender.crop import crop_face
-from agegender.detection import FaceDetector
+from agegender.crops.chips import detect_main_face, frame_chip
+from agegender.crops.align import crop_face
+from agegender.detection.detector import FaceDetector
 from agegender.paths import REPO_DIR
 
-from agegender.datasets import SETS, Sample, read_split
+from agegender.evaluation.datasets import SETS, Sample, read_split
 from .splits import SPLITS
 
 DEFAULT_CACHE = REPO_DIR / ".cache" / "crops"
-AAF_PAD = 40  # border around All-Age-Faces photos (UTKFace chips get agegender.chips.CHIP_PAD)
+AAF_PAD = 40  # border around All-Age-Faces photos (UTKFace chips get agegender.crops.chips.CHIP_PAD)
 
 _detector: FaceDetector | None = None
 

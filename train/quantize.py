@@ -25,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from agegender.chips import frame_chip, main_face
-from agegender.datasets import read_split
-from agegender.detection import FaceDetector
+from agegender.crops.chips import frame_chip, main_face
+from agegender.evaluation.datasets import read_split
+from agegender.detection.detector import FaceDetector
 from agegender.estimator import SCALE_TTA_CONTEXTS
-from agegender.crop import crop_face
+from agegender.crops.align import crop_face
 from agegender.groups import expected_age
-from agegender.imageio import load_image
+from agegender.io.images import load_image
 from agegender.models import AgeGenderNet, net_options
 from agegender.paths import REPO_DIR, WEIGHTS_DIR
 from agegender.weights import load_state_dict, read_manifest, register_file

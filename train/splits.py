@@ -15,7 +15,7 @@ import random
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from agegender.datasets import SETS, Sample, content_hash, list_samples
+from agegender.evaluation.datasets import SETS, Sample, content_hash, list_samples
 
 SPLITS = ("train", "val", "test")
 FRACTIONS = (0.8, 0.1, 0.1)

@@ -46,7 +46,7 @@ def validate(model: nn.Module, loaders: dict[str, DataLoader], normalize: nn.Mod
             labelled = ages >= 0
             error = (expected - ages.float()).abs()[labelled]
             total[0] += error.sum().double()
-            total[1] += (error <= 5).sum().double()  # the evaluation's within_5 (agegender.evaluate)
+            total[1] += (error <= 5).sum().double()  # the evaluation's within_5 (agegender.evaluation)
             total[2] += labelled.sum().double()
             total[3] += ((gender_logit.float() >= 0).long() == genders).sum().double()  # P(female) ≥ 0.5, as the app
             total[4] += len(ages)

@@ -7,8 +7,8 @@ is several times faster than torch eager and holds up far better when other prog
 runs any checkpoint (untrained networks in tests, freshly trained weights, GPUs) and needs the ``[torch]`` extra.
 """
 
-from .base import ENGINE_NAMES, Engine, EngineOutput, onnxruntime_available, torch_available
-from .threads import inference_threads
+from agegender.engines.base import ENGINE_NAMES, Engine, EngineOutput, onnxruntime_available, torch_available
+from agegender.engines.threads import inference_threads
 
 __all__ = ["ENGINE_NAMES", "Engine", "EngineOutput", "inference_threads", "onnxruntime_available",
            "torch_available"]

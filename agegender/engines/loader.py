@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import WeightsError
-from ..weights import bundled_backbones, default_backbone, model_entry, onnx_entry, verified_bytes
-from .base import Engine, onnxruntime_available, torch_available
+from agegender.errors import WeightsError
+from agegender.weights import bundled_backbones, default_backbone, model_entry, onnx_entry, verified_bytes
+from agegender.engines.base import Engine, onnxruntime_available, torch_available
 
 PRECISIONS = ("auto", "float32", "int8")
 
@@ -64,7 +64,7 @@ class _Loader:
                 result = self._onnx_engine(verified_bytes(graph[0], self.weights_dir), input_size, graph[0],
                                            graph[1].get("precision", "float32"))
             else:
-                from ..weights import load_state_dict
+                from agegender.weights import load_state_dict
 
                 self._require_torch(engine)
                 result = self._torch_engine(engine, load_state_dict(name, self.weights_dir), input_size, name)
@@ -106,8 +106,8 @@ class _Loader:
         if engine == "onnx":
             raise WeightsError(f"{source}: only bundled models and .onnx files run with engine='onnx'")
         self._require_torch("torch")
-        from .torch_engine import TorchEngine
-        from ..models import AgeGenderNet, net_options
+        from agegender.engines.torch_engine import TorchEngine
+        from agegender.models import AgeGenderNet, net_options
 
         # Input size, layout and normalisation as recorded with the weights (manifest entry or file metadata).
         options = net_options(self._net_source)
@@ -124,7 +124,7 @@ class _Loader:
     def _onnx_engine(self, data: bytes, input_size: int | None, source: str, precision: str = "float32"):
         if not onnxruntime_available():
             raise WeightsError("the onnx engine needs onnxruntime: pip install onnxruntime")
-        from .onnx_engine import OnnxEngine, graph_input_size
+        from agegender.engines.onnx_engine import OnnxEngine, graph_input_size
 
         size = input_size or graph_input_size(data, source)
         return OnnxEngine(data, size, source=source, precision=precision, device=self.device)

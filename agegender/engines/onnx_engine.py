@@ -1,7 +1,7 @@
 """The onnxruntime engine, set up as onnxruntime's own CPU examples do: one ``InferenceSession`` per model,
 shared by all threads (``run`` is thread-safe), with explicit session options.
 
-Options and why (measured, see :mod:`agegender.engines.threads` and README *Benchmarks*):
+Options and why (measured, see :mod:`agegender.engines.threads` and docs/performance.md *Benchmarks*):
 - ``intra_op_num_threads`` = :func:`inference_threads` (1), ``inter_op_num_threads`` = 1 and sequential execution:
   the graphs are a single chain of convolutions. A batch is instead split into one part per core, run side by
   side on the shared workers (``session.run`` is thread-safe): no barrier per layer, which a busy CPU punishes
@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import WeightsError
-from .base import EngineOutput
-from . import threads as thread_policy
-from .threads import batch_parts, inference_threads, parallel_map
+from agegender.errors import WeightsError
+from agegender.engines.base import EngineOutput
+from agegender.engines import threads as thread_policy
+from agegender.engines.threads import batch_parts, inference_threads, parallel_map
 
 INPUT_NAME = "crops"
 OUTPUT_NAMES = ("age_probs", "p_female")

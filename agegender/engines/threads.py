@@ -1,6 +1,6 @@
 """How many threads one forward pass uses, how a batch is spread over the cores, and how many passes run at once.
 
-Measured on the 2-core machine (``benchmarks/bench_inference.py --load 2``, README *Benchmarks*):
+Measured on the 2-core machine (``benchmarks/bench_inference.py --load 2``, docs/performance.md *Benchmarks*):
 - onnxruntime's own intra-op pool: EfficientNet-Lite0 at batch 8 took 2.15 / 2.32 ms per view with 2 threads and
   spinning on / off on the idle CPU, but 4.96 / 4.21 ms with two busy processes beside it: spinning threads burn
   the time slices a shared CPU could give to the one with work, so spinning is **off**.
@@ -30,7 +30,12 @@ R = TypeVar("R")
 
 
 def cpu_count() -> int:
-    """Cores this process may use (the affinity mask, as in a container), not the host's."""
+    """Cores this process may use: ``AGEGENDER_CORES`` if set (a batch worker that owns one core of a machine it
+    shares with other workers: :mod:`agegender.distributed`), else the affinity mask (as in a container), not the
+    host's count."""
+    raw = os.environ.get("AGEGENDER_CORES", "").strip()
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # pragma: no cover - not Linux

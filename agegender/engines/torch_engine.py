@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..models import AgeGenderNet
-from ..models.probabilities import ProbabilityModel
-from .base import EngineOutput
-from . import threads as thread_policy
+from agegender.models import AgeGenderNet
+from agegender.models.probabilities import ProbabilityModel
+from agegender.engines.base import EngineOutput
+from agegender.engines import threads as thread_policy
 
 
 class TorchEngine:

@@ -27,11 +27,11 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.optimize import isotonic_regression
 
-from ..calibration import Calibration, apply_calibration
-from ..groups import age_interval, expected_age
-from . import calibration as cm
-from . import policy as pm
-from .install import REPORT_DIR, install
+from agegender.assurance.calibration import Calibration, apply_calibration
+from agegender.groups import age_interval, expected_age
+from agegender.evaluation import calibration as cm
+from agegender.evaluation import policy as pm
+from agegender.evaluation.install import REPORT_DIR, install
 
 RACE_NAMES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Other"}
 GENDER_NAMES = {0: "male", 1: "female"}
@@ -232,7 +232,7 @@ def test(parts: Sequence[Split], out: Path) -> dict[str, Any]:
 def load_assurance(model: str | None, root: Path | None = None) -> dict[str, Any] | None:
     """The committed test measurement of ``model`` (``test.json`` plus ``choice.json`` as ``"choice"``), or None
     when it has not been measured."""
-    from ..paths import REPO_DIR
+    from agegender.paths import REPO_DIR
 
     folder = (root or REPO_DIR / "reports") / REPORT_DIR.format(model=model)
     try:
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         result = test(_parse_parts(args.test), out)
         (out / "test.json").write_text(json.dumps(result, indent=1) + "\n")
         pm.write_policy_csv(result["policy"]["table"], out / "policy-test.csv")
-        from .assurance_plots import write_assurance_plots
+        from agegender.evaluation.assurance_plots import write_assurance_plots
 
         write_assurance_plots(result, out)
     print(json.dumps({k: result[k] for k in ("before", "after")}, indent=1)[:4000], file=sys.stderr)

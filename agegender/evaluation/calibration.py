@@ -1,4 +1,4 @@
-"""Fit and measure the calibration of :mod:`agegender.calibration` (validation only; test is measured once).
+"""Fit and measure the calibration of :mod:`agegender.assurance.calibration` (validation only; test is measured once).
 
 Measures: coverage of the 80 % interval per true-age decade, the reliability table and expected calibration
 error (ECE) of P(age >= t) per threshold, and the negative log-likelihood of the true age. Fitting: the
@@ -14,8 +14,8 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from ..calibration import Calibration, apply_calibration, pit, temper
-from ..groups import NUM_AGE_BINS, p_at_least
+from agegender.assurance.calibration import Calibration, apply_calibration, pit, temper
+from agegender.groups import NUM_AGE_BINS, p_at_least
 
 RELIABILITY_BINS = 10
 THRESHOLDS = (18, 21, 25)

@@ -11,12 +11,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..cli_options import tta_options, tta_variant
-from ..datasets import SETS, read_split
-from ..groups import NUM_AGE_BINS
-from ..paths import data_root
-from .metrics import NothingToEvaluate
-from .samples import Labelled, labelled_folder_images, read_labels_csv
+from agegender.cli.options import tta_options, tta_variant
+from agegender.evaluation.datasets import SETS, read_split
+from agegender.groups import NUM_AGE_BINS
+from agegender.paths import data_root
+from agegender.evaluation.metrics import NothingToEvaluate
+from agegender.evaluation.samples import Labelled, labelled_folder_images, read_labels_csv
 
 
 def _resolve_samples(args: argparse.Namespace) -> tuple[list[Labelled], str]:
@@ -59,10 +59,10 @@ def _cuda_available() -> bool:
 
 def run_cli(args: argparse.Namespace) -> int:
     """``agegender evaluate``: 0 on success, 2 on bad arguments or weights, 1 if nothing could be evaluated."""
-    from ..errors import InvalidImageError, WeightsError
-    from ..estimator import Estimator
-    from .report import summary_markdown, write_predictions, write_report
-    from .runner import evaluate
+    from agegender.errors import InvalidImageError, WeightsError
+    from agegender.estimator import Estimator
+    from agegender.evaluation.report import summary_markdown, write_predictions, write_report
+    from agegender.evaluation.runner import evaluate
 
     try:
         samples, dataset = _resolve_samples(args)
@@ -93,19 +93,23 @@ def run_cli(args: argparse.Namespace) -> int:
         return 2
     try:
         metrics, rows = evaluate(estimator, samples, mode=mode, batch_size=args.batch_size, limit=args.limit,
-                                 seed=args.seed, chip_framing=args.chip_framing, keep_age_probs=args.age_probs)
-    except (NothingToEvaluate, InvalidImageError) as exc:
+                                 seed=args.seed, chip_framing=args.chip_framing, keep_age_probs=args.age_probs,
+                                 degrade_seed=args.degrade)
+    except (NothingToEvaluate, InvalidImageError, ValueError) as exc:
         print(f"agegender evaluate: {exc}", file=sys.stderr)
         return 1
     finally:
         estimator.close()
     template = mode == "crops" and args.chip_framing == "template"
-    variant = mode + ("-template" if template else "") + tta_variant(tta)
+    degraded = "" if args.degrade is None else "-degraded" + (f"{args.degrade}" if args.degrade else "")
+    variant = mode + ("-template" if template else "") + tta_variant(tta) + degraded
     out_dir = Path(args.out or f"reports/eval-{estimator.model_name}-{dataset}-{variant}")
     tta_words = {"-no-tta": ", no TTA", "-flip-tta": ", flip TTA only", "-scale-tta": ", scale TTA only"}
     title = (f"{estimator.model_name} on {dataset} ({mode}{', chip template' if template else ''}"
-             f"{tta_words.get(tta_variant(tta), '')})")
+             f"{tta_words.get(tta_variant(tta), '')}{', degraded' if degraded else ''})")
     extra = {"dataset": dataset, "mode": mode}
+    if degraded:
+        extra["degrade_seed"] = args.degrade
     if mode == "crops":
         extra["chip_framing"] = args.chip_framing
     report = write_report(metrics, out_dir, title, extra=extra)
@@ -156,7 +160,7 @@ def headline_metrics(metrics: dict) -> dict[str, Any]:
 def record_in_manifest(weights_file: str, key: str, metrics: dict, report_dir: Path) -> None:
     """Put the headline numbers of an evaluation into the model's manifest entry (``metrics.test[key]``), with
     the path of the full report, so the manifest, README and app quote the same measured figures."""
-    from ..weights import read_manifest, write_manifest
+    from agegender.weights import read_manifest, write_manifest
 
     manifest = read_manifest()
     entry = manifest["files"][weights_file]
@@ -165,5 +169,3 @@ def record_in_manifest(weights_file: str, key: str, metrics: dict, report_dir: P
     entry.setdefault("metrics", {}).setdefault("test", {})[key] = headline
     write_manifest(manifest)
 
-
-from .cli_args import register_cli  # noqa: E402,F401  (kept importable from here)

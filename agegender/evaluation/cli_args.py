@@ -7,13 +7,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..cli_options import add_tta_arguments
+from agegender.cli.options import add_tta_arguments
 
-CHIP_FRAMINGS = ("detect", "template")  # as agegender.chips.CHIP_FRAMINGS (a test keeps them equal)
+CHIP_FRAMINGS = ("detect", "template")  # as agegender.crops.chips.CHIP_FRAMINGS (a test keeps them equal)
 
 
 def _run_cli(args: argparse.Namespace) -> int:
-    from .cli import run_cli
+    from agegender.evaluation.cli import run_cli
 
     return run_cli(args)
 
@@ -49,6 +49,9 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="evaluate a seeded random subset of N images")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0, help="for --limit subsets and --pasted positions")
+    p.add_argument("--degrade", type=int, nargs="?", const=0, default=None, metavar="SEED",
+                   help="evaluate a degraded copy of every image (old prints, blur, small faces, grain, JPEG; "
+                        "agegender.evaluation.degrade), the same for a SEED (default 0); crops and photos modes")
     p.add_argument("--out", default=None, help="report folder (default reports/eval-MODEL-DATASET-MODE)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of the summary table")
     p.add_argument("--age-probs", action="store_true",

@@ -1,4 +1,4 @@
-"""Choose the buffers of the two-model age check (:mod:`agegender.consensus`) on validation, measure them once on
+"""Choose the buffers of the two-model age check (:mod:`agegender.assurance.consensus`) on validation, measure them once on
 test, and install them in the manifest. Inputs are each model's ``agegender evaluate --age-probs
 --no-calibration`` folders; each model's calibration and single-model buffers come from its manifest entry (what
 ``agegender.evaluation.assurance install`` put there), so the panel is measured exactly as it runs.
@@ -24,11 +24,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..age_check import passes
-from ..calibration import Calibration, apply_calibration
-from ..groups import expected_age
-from . import policy as pm
-from .assurance import GENDER_NAMES, RACE_NAMES, Split, combine, load_predictions
+from agegender.assurance.age_check import passes
+from agegender.assurance.calibration import Calibration, apply_calibration
+from agegender.groups import expected_age
+from agegender.evaluation import policy as pm
+from agegender.evaluation.assurance import GENDER_NAMES, RACE_NAMES, Split, combine, load_predictions
 
 REPORT = "reports/age-assurance-consensus"
 MAX_BUFFER = max(pm.BUFFERS)
@@ -59,8 +59,8 @@ def _detected_files(folder: Path) -> list[str]:
 
 def model_settings(model: str, weights_dir: Path | None = None) -> tuple[Calibration, dict[int, int]]:
     """A bundled model's installed calibration and single-model buffers."""
-    from ..age_check import buffers_of
-    from ..weights import model_entry
+    from agegender.assurance.age_check import buffers_of
+    from agegender.weights import model_entry
 
     found = model_entry(model, weights_dir)
     if found is None or not found[1].get("calibration") or not buffers_of(found[1]):
@@ -178,8 +178,8 @@ def write_csv(table: dict[str, list[dict[str, Any]]], models: list[str], path: P
 
 def install(out: Path, weights_dir: Path | None = None) -> dict[str, Any]:
     """``out/choice.json`` → the manifest's ``"age_check_consensus"``."""
-    from ..consensus import MANIFEST_KEY
-    from ..weights import model_entry, read_manifest, write_manifest
+    from agegender.assurance.consensus import MANIFEST_KEY
+    from agegender.weights import model_entry, read_manifest, write_manifest
 
     choice = json.loads((out / "choice.json").read_text())
     for model in choice["models"]:
@@ -195,7 +195,7 @@ def install(out: Path, weights_dir: Path | None = None) -> dict[str, Any]:
 def load_consensus_report(root: Path | None = None) -> dict[str, Any] | None:
     """The committed test measurement of the panel in the shape the age-check page shows a single model's
     (``policy.table`` of rows with ``threshold`` and ``buffer``; here each row also has ``buffers``), or None."""
-    from ..paths import REPO_DIR
+    from agegender.paths import REPO_DIR
 
     folder = (root or REPO_DIR / "reports") / Path(REPORT).name
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..calibration import Calibration
+from agegender.assurance.calibration import Calibration
 
 REPORT_DIR = "age-assurance-{model}"  # under reports/
 
@@ -16,7 +16,7 @@ REPORT_DIR = "age-assurance-{model}"  # under reports/
 def install(out: Path, model: str, weights_dir: Path | None = None) -> str:
     """Put ``out/calibration.json`` and, when ``out/choice.json`` exists, its buffers into ``model``'s manifest
     entry; returns the weights file they went to."""
-    from ..weights import model_entry, read_manifest, write_manifest
+    from agegender.weights import model_entry, read_manifest, write_manifest
 
     found = model_entry(model, weights_dir)
     if found is None:

@@ -27,6 +27,8 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.stats import binomtest, bootstrap
 
+from agegender.groups import ADULT_AGE
+
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 2000
 
@@ -68,8 +70,6 @@ def headline_intervals(err: np.ndarray, gender_ok: np.ndarray, adult_ok: np.ndar
 
 def _from_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Errors and hits of the found faces in a report's ``predictions.csv``."""
-    from .metrics import ADULT_AGE  # metrics imports this module: the one definition of "adult" lives there
-
     with open(path, newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["detected"] == "True"]
     age = np.array([int(r["age"]) for r in rows], dtype=np.float64)
@@ -84,7 +84,7 @@ def add_to_report(report_dir: Path) -> dict[str, Any]:
 
     Refuses (ValueError) when the predictions do not reproduce the report's count, MAE (to the CSV's rounding)
     or hit counts: the interval must be of the numbers the report states."""
-    from .report import summary_markdown
+    from agegender.evaluation.report import summary_markdown
 
     report_path = report_dir / "report.json"
     report = json.loads(report_path.read_text())

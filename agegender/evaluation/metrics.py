@@ -8,12 +8,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..groups import NUM_AGE_BINS, expected_age, get_preset, p_at_least
-from .calibration import reliability
-from .intervals import headline_intervals
+from agegender.groups import ADULT_AGE, NUM_AGE_BINS, expected_age, get_preset, p_at_least
+from agegender.evaluation.calibration import reliability
+from agegender.evaluation.intervals import headline_intervals
 
 DEFAULT_PRESETS = ("fairface9", "life4", "bins10", "adience8")
-ADULT_AGE = 18
 CALIBRATION_BINS = 10
 RACE_NAMES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Other", -1: "unknown"}
 

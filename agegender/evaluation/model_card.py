@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..paths import REPO_DIR
+from agegender.paths import REPO_DIR
 
 MODEL = "efficientnet_lite0"
 CARD = REPO_DIR / "MODEL_CARD.md"
@@ -150,7 +150,7 @@ def sliced_policy_block(d: dict[str, Any], source: dict[str, Any] | None = None)
 
 
 def consensus_block(d: dict[str, Any]) -> str:
-    """Both models must pass (agegender.consensus) against each alone at its own buffer, on the same faces."""
+    """Both models must pass (agegender.assurance.consensus) against each alone at its own buffer, on the same faces."""
     c = d["consensus"]
     models = c["choice"]["models"]
     rows = []

@@ -10,11 +10,11 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from ..chips import CHIP_SIZE
-from ..crop import chip_detection
-from ..detection import box_iou
-from ..imageio import load_image
-from .samples import Labelled
+from agegender.crops.chips import CHIP_SIZE
+from agegender.crops.align import chip_detection
+from agegender.detection.detector import box_iou
+from agegender.io.images import load_image
+from agegender.evaluation.samples import Labelled
 
 PASTE_SCALE = 2.5  # canvas side / chip side
 PASTE_BLUR = 0.03  # Gaussian sigma of the background, as a fraction of the canvas side

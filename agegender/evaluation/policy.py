@@ -1,4 +1,4 @@
-"""Measure the age-check rule of :mod:`agegender.age_check` on labelled faces, and choose its buffers.
+"""Measure the age-check rule of :mod:`agegender.assurance.age_check` on labelled faces, and choose its buffers.
 
 For a threshold ``t`` and a buffer ``B`` the two errors that matter are asymmetric:
 
@@ -22,9 +22,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .intervals import wilson_interval
+from agegender.evaluation.intervals import wilson_interval
 
-from ..age_check import passes
+from agegender.assurance.age_check import passes
 
 THRESHOLDS = (18, 21, 25)
 BUFFERS = tuple(range(0, 21))  # beyond 20 years ("looks under 38" at t = 18) a check stops being a screen

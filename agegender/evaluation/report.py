@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from .plots import write_plots
+from agegender.evaluation.plots import write_plots
 
 PREDICTION_COLUMNS = ("file", "age", "gender", "race", "detected", "pred_age", "p_female", "p_adult",
                       "faces_found", "match_iou", "chip_framing")

@@ -17,19 +17,21 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from ..chips import CHIP_FRAMINGS, ChipFraming, main_face
-from ..imageio import load_image
-from .metrics import ADULT_AGE, DEFAULT_PRESETS, NothingToEvaluate, _num, compute_metrics
-from .pasting import match_box, pasted_canvas
-from .samples import Labelled, subset
+from agegender.crops.chips import CHIP_FRAMINGS, ChipFraming, main_face
+from agegender.io.images import load_image
+from agegender.evaluation.degrade import degrade
+from agegender.evaluation.metrics import ADULT_AGE, DEFAULT_PRESETS, NothingToEvaluate, _num, compute_metrics
+from agegender.evaluation.pasting import match_box, pasted_canvas
+from agegender.evaluation.samples import Labelled, subset
 
 if TYPE_CHECKING:
-    from ..estimator import Estimator
-    from ..face import Face
+    from agegender.estimator import Estimator
+    from agegender.face import Face
 
 MODES = ("crops", "photos", "pasted")
 
@@ -67,12 +69,17 @@ class _Tracker:
                   file=sys.stderr, flush=True)
 
 
+def _load(sample: Labelled, mode: str, degrade_seed: int | None) -> np.ndarray:
+    rgb = load_image(sample.path())
+    return rgb if degrade_seed is None else degrade(rgb, degrade_seed, Path(sample.file).name, mode)
+
+
 def _run_crops(estimator: Estimator, items: list[Labelled], batch_size: int, track: _Tracker,
-               framing: ChipFraming) -> list[dict]:
+               framing: ChipFraming, degrade_seed: int | None = None) -> list[dict]:
     rows: list[dict] = []
     for start in range(0, len(items), batch_size):
         batch = items[start:start + batch_size]
-        images = [load_image(s.path()) for s in batch]
+        images = [_load(s, "crops", degrade_seed) for s in batch]
         faces = track.timed(estimator.predict_crops, images, framing=framing)
         rows += [_row(s, f, chip_framing="detected" if framing == "detect" and f.score > 0 else "template")
                  for s, f in zip(batch, faces)]
@@ -80,10 +87,11 @@ def _run_crops(estimator: Estimator, items: list[Labelled], batch_size: int, tra
     return rows
 
 
-def _run_photos(estimator: Estimator, items: list[Labelled], track: _Tracker) -> list[dict]:
+def _run_photos(estimator: Estimator, items: list[Labelled], track: _Tracker,
+                degrade_seed: int | None = None) -> list[dict]:
     rows: list[dict] = []
     for sample in items:
-        rgb = load_image(sample.path())
+        rgb = _load(sample, "photos", degrade_seed)
         faces = track.timed(estimator.predict, rgb, keep_crops=False)
         rows.append(_row(sample, main_face(faces, rgb.shape), faces_found=len(faces)))
         track.done(len(rows))
@@ -137,14 +145,18 @@ def evaluate(
     presets: Sequence[str] = DEFAULT_PRESETS,
     chip_framing: ChipFraming = "detect",
     keep_age_probs: bool = False,
+    degrade_seed: int | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run ``estimator`` over labelled ``samples`` in one of :data:`MODES`; returns (metrics, predictions).
 
     ``limit`` evaluates a seeded random subset. ``metrics["run"]`` records the mode, how many images had a
     (matching) face, time per image and the estimator; the accuracy metrics cover the found faces only.
     Each prediction is a JSON-safe dict (file, labels, ``detected``, ``pred_age``, ``p_female``, ``p_adult``…).
-    ``chip_framing`` is how ``crops`` frames each chip (:func:`agegender.chips.frame_chip`).
+    ``chip_framing`` is how ``crops`` frames each chip (:func:`agegender.crops.chips.frame_chip`).
+    ``degrade_seed``: every image is first replaced by its degraded copy (:mod:`agegender.evaluation.degrade`).
     """
+    if degrade_seed is not None and mode == "pasted":
+        raise ValueError("--degrade works on crops and photos (the pasted canvases are generated)")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     if chip_framing not in CHIP_FRAMINGS:
@@ -160,13 +172,14 @@ def evaluate(
         estimator.predict(first)
     track = _Tracker(len(items), mode, progress)
     if mode == "crops":
-        rows = _run_crops(estimator, items, batch_size, track, chip_framing)
+        rows = _run_crops(estimator, items, batch_size, track, chip_framing, degrade_seed)
     elif mode == "photos":
-        rows = _run_photos(estimator, items, track)
+        rows = _run_photos(estimator, items, track, degrade_seed)
     else:
         rows = _run_pasted(estimator, items, samples, seed, track)
     metrics = metrics_from_rows(rows, presets)
     metrics["run"] = run_info(mode, rows, track.busy, time.perf_counter() - track.start, seed, estimator.info())
+    metrics["run"]["degrade_seed"] = degrade_seed
     if mode == "crops":
         metrics["run"]["chip_framing"] = chip_framing
         metrics["run"]["template_fallbacks"] = sum(r["chip_framing"] == "template" for r in rows) \

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
 
-from ..datasets import parse_utkface_name
-from .metrics import RACE_NAMES
+from agegender.evaluation.datasets import parse_utkface_name
+from agegender.evaluation.metrics import RACE_NAMES
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
 class Labelled(Protocol):
-    """What :func:`evaluate` needs of a sample: :class:`agegender.datasets.Sample` and :class:`LabelledImage`."""
+    """What :func:`evaluate` needs of a sample: :class:`agegender.evaluation.datasets.Sample` and :class:`LabelledImage`."""
 
     file: str
     age: int

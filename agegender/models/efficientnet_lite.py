@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .registry import register_backbone
+from agegender.models.registry import register_backbone
 
 
 class EfficientNetLite(nn.Module):

@@ -19,7 +19,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .registry import Normalization, backbone_spec, create_backbone
+from agegender.models.factory import backbone_spec, create_backbone
+from agegender.models.registry import Normalization
 
 NUM_AGE_BINS = 101
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .net import AgeGenderNet
+from agegender.models.net import AgeGenderNet
 
 
 class ProbabilityModel(nn.Module):

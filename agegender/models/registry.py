@@ -100,25 +100,12 @@ def register_backbone(name: str, input_size: int, description: str = ""):
     return wrap
 
 
-def list_backbones() -> list[str]:
-    _load_builtin()
+def registered(name: str) -> BackboneSpec | None:
+    """The spec registered under ``name`` so far (the built-in files register on import: use
+    :func:`agegender.models.factory.backbone_spec`, which imports them first)."""
+    return _REGISTRY.get(name)
+
+
+def registered_names() -> list[str]:
     return sorted(_REGISTRY)
 
-
-def backbone_spec(name: str) -> BackboneSpec:
-    _load_builtin()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(sorted(_REGISTRY))}") from None
-
-
-def create_backbone(name: str, pretrained: bool = False, input_size: int | None = None, **options: Any) -> nn.Module:
-    """``options`` are architecture variants the factory accepts (e.g. ``layout="v1"`` for ResNet-50)."""
-    spec = backbone_spec(name)
-    return spec.factory(pretrained=pretrained, input_size=input_size or spec.input_size, **options)
-
-
-def _load_builtin() -> None:
-    # Imported lazily so that importing the registry never drags in optional architectures' dependencies.
-    from . import efficientnet_lite, resnet  # noqa: F401

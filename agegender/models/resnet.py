@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .registry import register_backbone
+from agegender.models.registry import register_backbone
 
 LAYOUTS = ("v1.5", "v1")
 
