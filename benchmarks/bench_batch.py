@@ -3,7 +3,7 @@
     python benchmarks/bench_batch.py --images 500 --out artifacts/bench_batch.json
 
 The folder: the group photos and UTKFace chips (links into ``AGEGENDER_DATA``, deterministic choice). Measured, in
-this order: the CLI with its defaults (every core of the machine), the CLI on one core (``AGEGENDER_CORES=1``: the
+this order, ``--repeats`` times interleaved (medians reported): the CLI with its defaults (every core of the machine), the CLI on one core (``AGEGENDER_CORES=1``: the
 like-for-like baseline of one Ray worker), then ``run_batch`` with 1 and 2 workers on a local Ray started once
 before them (its start-up is timed on its own: a cluster that is already running does not pay it). Each Ray row's
 wall time includes starting the actors and loading their models. Peak memory per worker is sampled from the
@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -85,20 +86,28 @@ def time_ray(folder: Path, workers: int, out_root: Path) -> tuple[float, dict]:
     return summary.seconds, {"rows": summary.rows, "peak_rss_mb_per_worker": [round(p) for p in peaks]}
 
 
-def one_pass(folder: Path, images: int, load: int, out_root: Path) -> list[dict]:
+def one_pass(folder: Path, images: int, load: int, out_root: Path, repeats: int) -> list[dict]:
+    """Each run ``repeats`` times, interleaved (a slow minute of a shared CPU hits every run alike); the median."""
+    one_core = {"AGEGENDER_CORES": "1", "AGEGENDER_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    runs = {"agegender predict (2 cores, default)": lambda: (time_cli(folder, {}), {}),
+            "agegender predict (1 core)": lambda: (time_cli(folder, one_core), {}),
+            "agegender batch, 1 worker": lambda: time_ray(folder, 1, out_root),
+            "agegender batch, 2 workers": lambda: time_ray(folder, 2, out_root)}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    extras: dict[str, dict] = {}
+    loads: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            loads[name].append(os.getloadavg()[0])
+            seconds, extras[name] = run()
+            times[name].append(seconds)
+            print(f"  {name}: {seconds:.1f} s, {images / seconds:.1f} images/s", file=sys.stderr, flush=True)
     rows = []
-
-    def row(name: str, seconds: float, **extra) -> None:
-        rows.append({"run": name, "load": load, "loadavg_1m": round(os.getloadavg()[0], 2), "seconds": round(seconds, 2),
-                     "images_per_s": round(images / seconds, 2), **extra})
-        print(f"  {name}: {seconds:.1f} s, {images / seconds:.1f} images/s", file=sys.stderr, flush=True)
-
-    row("agegender predict (2 cores, default)", time_cli(folder, {}))
-    row("agegender predict (1 core)", time_cli(folder, {"AGEGENDER_CORES": "1", "AGEGENDER_THREADS": "1",
-                                                       "OMP_NUM_THREADS": "1"}))
-    for workers in (1, 2):
-        seconds, extra = time_ray(folder, workers, out_root)
-        row(f"agegender batch, {workers} worker{'s' if workers > 1 else ''}", seconds, **extra)
+    for name in runs:
+        seconds = statistics.median(times[name])
+        rows.append({"run": name, "load": load, "loadavg_1m": round(statistics.median(loads[name]), 2),
+                     "seconds": round(seconds, 2), "all_seconds": [round(t, 2) for t in times[name]],
+                     "images_per_s": round(images / seconds, 2), **extras[name]})
     return rows
 
 
@@ -121,6 +130,7 @@ def summarise(rows: list[dict], images: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each row, interleaved; the median is reported")
     parser.add_argument("--load", type=int, default=0, help="busy processes for a second, loaded pass (0: idle only)")
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("AGEGENDER_DATA", REPO.parent / "shared" / "data")))
     parser.add_argument("--out", type=Path, default=REPO / "artifacts" / "bench_batch.json")
@@ -142,13 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     result = {"cpu": platform.processor() or platform.machine(), "cpu_model": _cpu_model(), "images": images,
               "folder": made, "ray_start_s": round(ray_start, 2), "rows": []}
     try:
-        result["rows"] += one_pass(folder, images, 0, work)
+        result["rows"] += one_pass(folder, images, 0, work, args.repeats)
         result["idle"] = summarise(result["rows"], images)
         if args.load:
             from load import busy_load
 
             with busy_load(args.load):
-                loaded = one_pass(folder, images, args.load, work)
+                loaded = one_pass(folder, images, args.load, work, args.repeats)
             result["rows"] += loaded
             result["loaded"] = summarise(loaded, images)
     finally:

@@ -28,7 +28,7 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="empty OUTPUT first if it holds files")
     p.add_argument("--crops", action="store_true", help="each input is a face chip (as predict --crops)")
     p.add_argument("--recursive", action="store_true", help="look for images in sub-folders too")
-    p.add_argument("--batch-size", type=int, default=8, help="images per map_batches call")
+    p.add_argument("--batch-size", type=int, default=16, help="images per map_batches call")
     p.add_argument("--address", default=None,
                    help="a running Ray cluster ('auto', 'ray://head:10001'); default RAY_ADDRESS, else local")
     p.add_argument("--progress", action="store_true", help="show Ray Data's progress bars")
