@@ -76,3 +76,24 @@ def test_evaluate_degrade_runs_the_real_pipeline(tmp_path):
                              "--limit", "2", "--degrade", "--out", str(tmp_path / "p")],
                             capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert pasted.returncode == 1 and "crops and photos" in pasted.stderr
+
+
+def test_wild_table_pools_the_sets_and_counts_teenagers_called_adult(tmp_path):
+    from agegender.evaluation.wild import summarise, table
+
+    def write(name: str, rows: list[tuple[int, float, float]]) -> None:
+        folder = tmp_path / name
+        folder.mkdir()
+        lines = ["file,age,detected,pred_age,p_adult"] + [f"f{i}.jpg,{a},True,{p},{q}" for i, (a, p, q) in enumerate(rows)]
+        lines.append("missed.jpg,15,False,,")
+        (folder / "predictions.csv").write_text("\n".join(lines) + "\n")
+
+    write("m-utk-clean", [(15, 16.0, 0.2), (45, 40.0, 1.0)])
+    write("m-aaf-clean", [(16, 21.0, 0.7), (85, 70.0, 1.0)])
+    pooled = summarise([{"age": 15, "pred": 16.0, "p_adult": 0.2}, {"age": 16, "pred": 21.0, "p_adult": 0.7}])
+    assert pooled["13-17"] == (2, 3.0) and pooled["teens_called_adult"] == (1, 2) and pooled["mae"] == 3.0
+    text = table(tmp_path)
+    row = next(line for line in text.splitlines() if line.startswith("| m | clean"))
+    assert "| 10.00 | 3.00 | 6.50 |" in row  # MAE aaf, MAE utk, pooled over the 4 found faces
+    assert "| – |" in row  # an empty decade
+    assert "+3.0 (2)" in row and "1 of 2" in row and "-15.0 (1)" in row
