@@ -1,0 +1,33 @@
+"""The offline scoring of test-time view policies (issue 30): policies computed from stored per-view outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agegender.evaluation.tta_views import expected, score
+from agegender.groups import NUM_AGE_BINS
+
+
+def one_hot(age: int) -> np.ndarray:
+    p = np.zeros(NUM_AGE_BINS)
+    p[age] = 1.0
+    return p
+
+
+def face(ages_of_views: list[int]) -> np.ndarray:
+    """(6, 102): the six views' distributions (contexts 0.9/1.0/1.1, then mirrors) and a P(female) column."""
+    return np.stack([np.append(one_hot(a), 0.5) for a in ages_of_views])
+
+
+def test_adaptive_policy_spends_scale_views_only_where_the_mirror_disagrees():
+    # face 1: mirror agrees (30/30) and the scale views are off (50): flip is right, full is worse.
+    # face 2: mirror disagrees (20/40): the scale views (30, 30, 30, 30) pull it to the truth.
+    outputs = np.stack([face([50, 30, 50, 50, 30, 50]), face([30, 20, 30, 30, 40, 30])])
+    ages = np.array([30.0, 30.0])
+    assert np.allclose(expected(outputs[:, :, :-1].mean(1)), [130 / 3, 30.0])
+    result = score(outputs, ages)
+    policies = result["policies"]
+    assert policies["flip"] == {"mae": 0.0, "views_per_face": 2.0}
+    assert policies["full"]["mae"] == round((130 / 3 - 30) / 2, 4) and policies["full"]["views_per_face"] == 6.0
+    assert policies["adaptive 3 y"] == {"mae": 0.0, "views_per_face": 4.0}  # face 2 disagrees by 20 years
+    assert result["choice"] == "flip"  # cheapest within 0.02 years of full (here better than full)
