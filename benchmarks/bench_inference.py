@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import resource
 import statistics
@@ -28,6 +27,7 @@ from typing import Callable
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from inference_tables import markdown  # noqa: E402
 from load import busy_load, cpu_description, loadavg  # noqa: E402
 
 from agegender import Estimator, WeightsError, __version__  # noqa: E402
@@ -38,6 +38,7 @@ from agegender.paths import REPO_DIR, data_root  # noqa: E402
 
 BACKBONES = ("efficientnet_lite0", "resnet50")
 ENGINES = ("onnx", "torch")
+MODEL_RUNS = (("onnx", "float32"), ("onnx", "int8"), ("torch", "float32"))  # int8: where a graph is bundled
 GROUP_PHOTOS = {"bald_guys": ("group_photos", "dlib_examples_faces", "bald_guys.jpg"),
                 "t1": ("group_photos", "insightface", "t1.jpg")}
 
@@ -57,9 +58,10 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int) -> float:
     return round(statistics.median(times), 2)
 
 
-def make_estimator(backbone: str, engine: str, detector: str = "auto") -> tuple[Estimator | None, str]:
+def make_estimator(backbone: str, engine: str, detector: str = "auto",
+                   precision: str = "auto") -> tuple[Estimator | None, str]:
     try:
-        return Estimator(model=backbone, engine=engine, detector=detector), "bundled"
+        return Estimator(model=backbone, engine=engine, detector=detector, precision=precision), "bundled"
     except WeightsError as exc:
         return None, str(exc)
 
@@ -68,13 +70,15 @@ def bench_models(load: int, repeats: int, warmup: int) -> list[dict]:
     rows = []
     rng = np.random.default_rng(0)
     for backbone in BACKBONES:
-        for engine in ENGINES:
-            est, why = make_estimator(backbone, engine, detector="short")
+        for engine, precision in MODEL_RUNS:
+            est, why = make_estimator(backbone, engine, detector="short", precision=precision)
             if est is None:
-                rows.append({"load": load, "backbone": backbone, "engine": engine, "skipped": why})
+                rows.append({"load": load, "backbone": backbone, "engine": engine, "precision": precision,
+                             "skipped": why})
                 continue
             size = est.input_size
-            row = {"load": load, "loadavg": loadavg(), "backbone": backbone, "engine": engine, "input_size": size}
+            row = {"load": load, "loadavg": loadavg(), "backbone": backbone, "engine": engine,
+                   "precision": est.engine.describe()["precision"], "input_size": size}
             for batch in (1, 8):
                 crops = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
                 row[f"ms_per_view_batch{batch}"] = round(median_ms(lambda: est.engine.run(crops), repeats, warmup)
@@ -212,43 +216,26 @@ def bench_startup(load: int, repeats: int) -> list[dict]:
 
 
 def load_images(data: Path) -> dict[str, np.ndarray]:
+    """The group photos where the data is, and always the one-face astronaut (the age check's typical photo)."""
+    from skimage import data as skdata
+
     images = {name: load_image(data.joinpath(*parts)) for name, parts in GROUP_PHOTOS.items()
               if data.joinpath(*parts).is_file()}
-    if not images:
-        from skimage import data as skdata
-
-        images = {"astronaut": skdata.astronaut()}
+    images["astronaut"] = np.ascontiguousarray(skdata.astronaut())
     return images
 
 
-def table(rows: list[dict], columns: list[str]) -> str:
-    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    out += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
-    return "\n".join(out)
-
-
-def markdown(result: dict) -> str:
-    parts = [f"Machine: {result['machine']}; median of {result['repeats']} runs after {result['warmup']} warm-up "
-             f"runs; load N = {result['load']} busy processes of the benchmark's own.\n"]
-    parts.append(table(result["models"], ["load", "loadavg", "backbone", "engine", "ms_per_view_batch1",
-                                          "ms_per_view_batch8", "ms_per_face_batch8_default_tta"]))
-    parts.append(table(result["threads"], ["load", "loadavg", "case", "ms_per_view_batch8"]))
-    parts.append(table(result["detector"], ["load", "loadavg", "mode", "image", "size", "faces", "ms"]))
-    peer = {(r["load"], r["image"]): r for r in result["peer"]}
-    for r in result["pipeline"]:
-        p = peer.get((r["load"], r["image"]))
-        r["peer_ms_image"] = p["ms_image"] if p else "n/a"
-        r["peer_faces"] = p["faces"] if p else "n/a"
-        r["ratio_ours_peer"] = round(r["ms_image"] / p["ms_image"], 2) if p else "n/a"
-    parts.append(table(result["pipeline"], ["load", "loadavg", "engine", "image", "size", "faces", "ms_image",
-                                            "ms_image_flip_only", "peer_faces", "peer_ms_image",
-                                            "ratio_ours_peer"]))
-    parts.append(table(result["consensus"], ["load", "loadavg", "image", "faces", "ms_single", "ms_panel",
-                                             "ratio_panel_single"]))
-    parts.append(table(result["startup"], ["load", "loadavg", "case", "s"]))
-    parts.append(f"Peak RSS {result['peak_rss_mb']:.0f} MB (both backbones in both engines, all detectors, the "
-                 f"peer).")
-    return "\n\n".join(parts)
+def auto_precision() -> dict:
+    """What ``precision="auto"`` picks on this machine for each bundled backbone, and why."""
+    out = {}
+    for backbone in BACKBONES:
+        est, why = make_estimator(backbone, "auto", detector="short")
+        out[backbone] = est.info()["weights"].get("precision_choice", {"precision": "float32",
+                                                                        "reason": "no int8 graph bundled"}) \
+            if est is not None else {"skipped": why}
+        if est is not None:
+            est.close()
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                     "repeats": args.repeats, "warmup": args.warmup, "load": args.load,
                     "models": [], "threads": [], "detector": [], "pipeline": [], "consensus": [], "peer": [], "startup": []}
     t0 = time.perf_counter()
+    result["auto_precision"] = auto_precision()
     for load in sorted({0, args.load}):
         with busy_load(load):
             if "models" in sections:

@@ -362,3 +362,23 @@ def test_frozen_parts_under_ddp(cache, tmp_path):
     assert not torch.equal(trained["age_head.weight"], start["age_head.weight"])
     assert not torch.equal(trained["backbone.net._blocks.0._bn1.running_mean"],
                            start["backbone.net._blocks.0._bn1.running_mean"])
+
+
+def test_wild_augmentation_degrades_the_chosen_share_and_is_seeded(astronaut):
+    """The wild policy applies the degraded-validation generator to about ``degrade_probability`` of the crops,
+    the same for the same seed, and its degradations are the evaluation's own (blur, resolution, JPEG...)."""
+    face = cv2.resize(np.ascontiguousarray(astronaut[0:250, 100:350]), (200, 200), interpolation=cv2.INTER_AREA)
+    shares = {}
+    for p in (0.0, 0.5, 1.0):
+        transform = train_transform(200, 160, "wild", degrade_probability=p)
+        steps = [t for t in transform.transforms if type(t).__name__ == "WildDegradation"]
+        assert len(steps) == 1 and steps[0].p == p
+        outs = [augment(transform, face.copy(), seed) for seed in range(60)]
+        sharpness = [cv2.Laplacian(cv2.cvtColor(o, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var() for o in outs]
+        shares[p] = np.array(sharpness)
+        again = augment(transform, face.copy(), 7)
+        assert np.array_equal(again, outs[7])
+    # Degradation (blur, low resolution, JPEG at quality 10-40, grain) moves the sharpness statistics a lot.
+    assert np.median(shares[1.0]) != pytest.approx(np.median(shares[0.0]), rel=0.2), shares
+    assert np.mean(shares[0.5] < np.percentile(shares[0.0], 10)) > 0.15
+    assert np.mean(shares[1.0] < np.percentile(shares[0.0], 10)) > np.mean(shares[0.5] < np.percentile(shares[0.0], 10))

@@ -25,10 +25,12 @@ CROP_SIDE = (0.72, 0.88)  # random crop side as a fraction of the cached crop (i
 CROP_ASPECT = (0.9, 1.1)
 CROP_WINDOW = 0.925  # the random crop stays inside this central fraction: at most ~±10 px of shift at 160 px
 ROTATE_DEGREES = 10
-AUGMENT_POLICIES = ("standard", "strong")
+AUGMENT_POLICIES = ("standard", "strong", "wild")
+WILD_FACE_FRACTION = 0.6  # the face's side as a fraction of the 160 px input crop (calibrated framing)
 
 
-def train_transform(cache_size: int, input_size: int, policy: str = "standard") -> A.Compose:
+def train_transform(cache_size: int, input_size: int, policy: str = "standard",
+                    degrade_probability: float = 0.5) -> A.Compose:
     """Random resized crop within the calibrated framing, flip, small rotation, then the photometric ``policy``
     (:func:`photometric`) and one random occluder."""
     window = round(CROP_WINDOW * cache_size)
@@ -42,30 +44,35 @@ def train_transform(cache_size: int, input_size: int, policy: str = "standard") 
         A.RandomResizedCrop(size=(input_size, input_size), scale=scale, ratio=CROP_ASPECT,
                             interpolation=cv2.INTER_LINEAR, area_for_downscale="image"),
         A.HorizontalFlip(p=0.5),
-        *photometric(policy),
+        *photometric(policy, degrade_probability),
         # One occluder (hand, mask, sunglasses-sized) filled with a random flat colour.
         A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.15, 0.35), hole_width_range=(0.15, 0.35),
                         fill="random_uniform", p=0.25),
     ])
 
 
-def photometric(policy: str = "standard") -> list:
+def photometric(policy: str = "standard", degrade_probability: float = 0.5) -> list:
     """Colour and degradation steps.
 
-    ``standard``: colour jitter, some grayscale, mild blur or JPEG. ``strong`` targets where the models fail:
-    faces in the wild (blur from motion and focus, low light and dark scenes, small faces seen at low resolution and
+    ``standard``: colour jitter, some grayscale, mild blur or JPEG. ``wild``: the standard steps, then, with
+    ``degrade_probability``, the degraded-validation generator itself (:class:`WildDegradation`) with a fresh draw
+    per sample: the families the models are judged on in the wild (docs/wild-photos.md). ``strong`` targets where
+    the models fail: faces in the wild (blur from motion and focus, low light and dark scenes, small faces seen at low resolution and
     upscaled by the crop) and scanned old photos (film grain, sepia, grayscale), where the bundled model reads
     every age group 4-7 years too old. Each degradation is drawn independently, so they also combine (a blurred,
     grainy sepia scan)."""
+    standard = [
+        A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.03, p=0.8),
+        A.ToGray(p=0.1),
+        A.OneOf([
+            A.GaussianBlur(blur_limit=(3, 5), sigma_limit=(0.3, 1.2)),
+            A.ImageCompression(quality_range=(35, 90)),
+        ], p=0.3),
+    ]
     if policy == "standard":
-        return [
-            A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.03, p=0.8),
-            A.ToGray(p=0.1),
-            A.OneOf([
-                A.GaussianBlur(blur_limit=(3, 5), sigma_limit=(0.3, 1.2)),
-                A.ImageCompression(quality_range=(35, 90)),
-            ], p=0.3),
-        ]
+        return standard
+    if policy == "wild":
+        return [*standard, WildDegradation(degrade_probability)]
     if policy != "strong":
         raise ValueError(f"augmentation policy must be one of {AUGMENT_POLICIES}, not {policy!r}")
     return [
@@ -88,6 +95,28 @@ def photometric(policy: str = "standard") -> list:
         A.OneOf([A.ToGray(), A.ToSepia()], p=0.3),  # old photos
         A.ImageCompression(quality_range=(25, 90), p=0.3),
     ]
+
+
+class WildDegradation(A.ImageOnlyTransform):
+    """:func:`agegender.evaluation.degrade.apply_profile` as a training step, drawn from the transform's own
+    generator (so a sample's augmentation stays a function of its seed). Validation and test use other draws of the
+    same families (their seeds come from file names), so a model is not judged on images it trained on; they are,
+    by design, judged on the same *kinds* of degradation it trained on, which is what the wild set stands for."""
+
+    def __init__(self, p: float = 0.5, face_fraction: float = WILD_FACE_FRACTION):
+        super().__init__(p=p)
+        self.face_fraction = face_fraction
+
+    def get_params(self) -> dict:
+        return {"draw": self.py_random.randrange(2**31)}
+
+    def apply(self, img: np.ndarray, draw: int = 0, **params) -> np.ndarray:
+        from agegender.evaluation.degrade import apply_profile, degrade_profile
+
+        return apply_profile(img, degrade_profile(draw, "train"), self.face_fraction)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("face_fraction",)
 
 
 def eval_transform(cache_size: int, context: float, input_size: int) -> A.Compose:

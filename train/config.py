@@ -45,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="add the AFLW train split to training with gender labels only (age loss masked)")
     data.add_argument("--augment", choices=AUGMENT_POLICIES, default="standard",
                       help="'strong' adds low light, motion/defocus blur, down-scaling, grain, sepia and more "
-                           "grayscale to the standard policy (train/augment.py)")
+                           "grayscale to the standard policy; 'wild' adds the degraded-validation generator "
+                           "(agegender.evaluation.degrade) with --degrade-probability (train/augment.py)")
+    data.add_argument("--degrade-probability", type=float, default=0.5, metavar="P",
+                      help="share of training crops degraded by the wild policy")
     model = p.add_argument_group("model")
     model.add_argument("--backbone", choices=list_backbones(), default="efficientnet_lite0", help="architecture")
     model.add_argument("--input-size", type=int, default=None, help="default: the backbone's (registry)")

