@@ -33,10 +33,10 @@ from agegender.engines.loader import PRECISIONS, default_model, load_model
 from agegender.face import Face
 from agegender.groups import DEFAULT_PRESET, GroupPreset, age_interval, expected_age, get_preset
 from agegender.io.images import ImageInput, load_image
+from agegender.views import SCALE_TTA_CONTEXTS, ScaleTTA, combine, resolve, scale_trigger
 
 MAX_FORWARD_BATCH = 16  # images per forward pass (see the module docstring)
 FACES_PER_CALL = 16  # faces cropped and sent to the engine at once (bounds memory for photos with many faces)
-SCALE_TTA_CONTEXTS = (0.9, 1.0, 1.1)  # scale_tta: the calibrated crop zoomed in 10 %, as is, zoomed out 10 %
 NUM_AGE_BINS = 101
 
 
@@ -77,7 +77,10 @@ class Estimator:
         from photo to photo, so a model that has seen each face at three framings depends less on one box. On the
         validation splits (selected by combined MAE, like the training stages) it lowered the MAE of the bundled
         EfficientNet-Lite0 on UTKFace val crops from 4.46 to 4.42 (±5 68.0 → 68.7 %) and on All-Age-Faces val
-        photos from 5.32 to 5.20, for about three times the network time. The live camera turns it off per call.
+        photos from 5.32 to 5.20, for about three times the network time. ``True`` (default) follows the model's
+        view policy chosen on validation (:mod:`agegender.views`: the scale views only for faces the network is
+        unsure of, where the manifest says so; else always); ``"all"`` always runs them; ``False`` never (the
+        live camera turns them off per call).
     calibrate:
         Apply the calibration stored beside the bundled weights (manifest ``"calibration"``, fitted on validation
         with default TTA: :mod:`agegender.assurance.calibration`) to ``age_probs`` and the 80 % interval (default on).
@@ -95,7 +98,7 @@ class Estimator:
         max_faces: int | None = None,
         weights_dir: str | Path | None = None,
         flip_tta: bool = True,
-        scale_tta: bool = True,
+        scale_tta: ScaleTTA = True,
         engine: str = "auto",
         precision: str = "auto",
         calibrate: bool = True,
@@ -107,7 +110,9 @@ class Estimator:
         self.precision = precision
         self.weights_dir = weights_dir
         self.flip_tta = bool(flip_tta)
-        self.scale_tta = bool(scale_tta)
+        if scale_tta not in (True, False, "all", "validated"):
+            raise ValueError(f"scale_tta must be True, False, 'all' or 'validated', not {scale_tta!r}")
+        self.scale_tta = scale_tta if isinstance(scale_tta, str) else bool(scale_tta)
         self.model_name = model or default_model(weights, weights_dir)
         self.preset = get_preset(groups)
         self.device = str(device)
@@ -115,6 +120,7 @@ class Estimator:
                             device=self.device)
         self.engine, self.weights_info, self.trained = loaded.engine, loaded.weights_info, loaded.trained
         self.engine_name = self.engine.name
+        self.scale_trigger = scale_trigger(self.weights_info)  # the model's validated view policy (agegender.views)
         self.input_size = int(self.engine.input_size)
         cal = self.weights_info.get("calibration")
         self.calibration = Calibration.from_dict(cal) if calibrate and cal else None
@@ -139,7 +145,7 @@ class Estimator:
         return rgb, self.detector.detect(rgb)
 
     def predict(self, image: ImageInput, *, bgr: bool = False, keep_crops: bool = True,
-                scale_tta: bool | None = None) -> list[Face]:
+                scale_tta: ScaleTTA | None = None) -> list[Face]:
         """All faces of one image, left to right, each with age and gender (one batched model call).
 
         ``bgr=True`` for OpenCV/video frames given as arrays. ``scale_tta`` overrides the estimator's setting for
@@ -150,18 +156,22 @@ class Estimator:
         return self.predict_detections(rgb, detections, keep_crops=keep_crops, scale_tta=scale_tta)
 
     def predict_detections(self, rgb: np.ndarray, detections: list[Detection], keep_crops: bool = True,
-                           scale_tta: bool | None = None) -> list[Face]:
+                           scale_tta: ScaleTTA | None = None) -> list[Face]:
         """Age/gender for given detections of an RGB image (e.g. from a tracker that reuses boxes)."""
-        views = [self._views(rgb, d, scale_tta) for d in detections]
-        return self._faces(detections, views, keep_crops)
+        trigger = self._trigger(scale_tta)
+        views = [self._views(rgb, d, trigger) for d in detections]
+        return self._faces(detections, views, keep_crops, trigger)
 
-    def _views(self, image: np.ndarray, det: Detection, scale_tta: bool | None) -> np.ndarray:
+    def _trigger(self, scale_tta: ScaleTTA | None) -> float | None:
+        return resolve(self.scale_tta if scale_tta is None else scale_tta, self.scale_trigger)
+
+    def _views(self, image: np.ndarray, det: Detection, trigger: float | None) -> np.ndarray:
         """(V, S, S, 3) crops of one face: the calibrated crop, and with scale TTA a tighter and a looser one."""
-        contexts = SCALE_TTA_CONTEXTS if (self.scale_tta if scale_tta is None else scale_tta) else (1.0,)
+        contexts = SCALE_TTA_CONTEXTS if trigger is not None else (1.0,)
         return np.stack([crop_face(image, det, size=self.input_size, context=c) for c in contexts])
 
     def predict_crops(self, faces: Sequence[ImageInput], framing: ChipFraming = "detect",
-                      keep_crops: bool = False, scale_tta: bool | None = None) -> list[Face]:
+                      keep_crops: bool = False, scale_tta: ScaleTTA | None = None) -> list[Face]:
         """One Face per input image that already shows a single face (a face chip, e.g. UTKFace).
 
         ``framing="detect"`` (default) frames each chip as the training crops were framed: its main face is
@@ -178,10 +188,11 @@ class Estimator:
                 for item in faces]
 
     def predict_framed(self, framed: Sequence[FramedChip], keep_crops: bool = False,
-                       scale_tta: bool | None = None) -> list[Face]:
+                       scale_tta: ScaleTTA | None = None) -> list[Face]:
         """One Face per chip framed by :meth:`frame_chips`."""
-        views = [self._views(f.image, f.detection, scale_tta) for f in framed]
-        return self._faces([f.reported for f in framed], views, keep_crops)
+        trigger = self._trigger(scale_tta)
+        views = [self._views(f.image, f.detection, trigger) for f in framed]
+        return self._faces([f.reported for f in framed], views, keep_crops, trigger)
 
     def predict_batch(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw model outputs for crops already at ``input_size``, uint8 RGB: (age_probs, p_female) per face.
@@ -213,11 +224,13 @@ class Estimator:
             np.add.at(female_sum, source // v, p_female)
         return age_sum / (passes * v), female_sum / (passes * v)
 
-    def _faces(self, detections: Sequence[Detection], views: list[np.ndarray], keep_crops: bool) -> list[Face]:
-        """Faces from each detection's (V, S, S, 3) views; the crop kept for display is the calibrated one."""
+    def _faces(self, detections: Sequence[Detection], views: list[np.ndarray], keep_crops: bool,
+               trigger: float | None) -> list[Face]:
+        """Faces from each detection's (V, S, S, 3) views (run as :func:`agegender.views.combine` decides); the crop
+        kept for display is the calibrated one."""
         if not views:
             return []
-        parts = [self.predict_batch(np.stack(views[i:i + FACES_PER_CALL]))
+        parts = [combine(self.predict_batch, np.stack(views[i:i + FACES_PER_CALL]), trigger)
                  for i in range(0, len(views), FACES_PER_CALL)]
         age_probs = np.concatenate([a for a, _ in parts])
         p_female = np.concatenate([f for _, f in parts])
@@ -267,6 +280,7 @@ class Estimator:
                 "detector": self.detector_mode, "groups": self.preset.name, "device": self.device,
                 "engine": self.engine.describe(),
                 "flip_tta": self.flip_tta, "scale_tta": self.scale_tta,
+                "scale_trigger_std_years": self.scale_trigger,
                 "weights": self.weights_info}
 
     def close(self) -> None:

@@ -9,7 +9,10 @@ the size, centre crop). Run it on any checkout to compare versions (the attribut
 
     OMP_NUM_THREADS=1 python benchmarks/bench_detector.py [--repeat 7] [--json out.json]
 
-Times are medians over ``--repeat`` runs after one warm-up; the load average is printed with them.
+Times are medians over ``--repeat`` runs after one warm-up; the load average is printed with them. Each pass kind
+also gets what it *finds*: how many of the detector's final faces it detected (IoU ≥ 0.5 with a detection of that
+pass, before the merge) and how many of those no other kind detected ("only"): a pass that costs time and is never
+the only one to find a face is the candidate for a cut (issue 30, item 3).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import cv2
 import numpy as np
 
 from agegender import detection
+from agegender.detection.boxes import box_iou
 from agegender.detection.detector import FaceDetector
 from agegender.io.images import load_image
 from agegender.paths import data_root
@@ -55,18 +59,22 @@ class PassTimer:
     def __init__(self):
         self.ms: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
+        self.boxes: dict[str, list] = defaultdict(list)  # what each pass kind returned, in image coordinates
         self._orig = FaceDetector._run_pass
         timer = self
 
         def timed(detector, p):
             start = time.perf_counter()
+            dets = []
             try:
-                return timer._orig(detector, p)
+                dets = timer._orig(detector, p)
+                return dets
             finally:
                 key = f"{p.model} {p.label}"
                 with timer._lock:
                     timer.ms[key] += (time.perf_counter() - start) * 1000
                     timer.calls[key] += 1
+                    timer.boxes[key] += [d.box for d in dets]
 
         self._lock = threading.Lock()
         FaceDetector._run_pass = timed
@@ -74,6 +82,17 @@ class PassTimer:
     def reset(self):
         self.ms.clear()
         self.calls.clear()
+        self.boxes.clear()
+
+    def finds(self, faces) -> dict[str, dict[str, int]]:
+        """Per pass kind: final faces it detected, and those that no other kind detected."""
+        if not faces:
+            return {}
+        final = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
+        hit = {k: (box_iou(final, np.array(b, dtype=np.float64).reshape(-1, 4)).max(axis=1) >= 0.5) if b
+               else np.zeros(len(final), bool) for k, b in self.boxes.items()}
+        kinds = np.array(list(hit.values())).sum(axis=0) if hit else np.zeros(len(final))
+        return {k: {"found": int(h.sum()), "only": int((h & (kinds == 1)).sum())} for k, h in hit.items()}
 
 
 def main(argv=None) -> int:
@@ -95,7 +114,9 @@ def main(argv=None) -> int:
         img = load_image(path)
         if width:
             img = fill(img, width, height)
-        faces = det.detect(img)  # warm-up
+        timer.reset()
+        faces = det.detect(img)  # warm-up, and what each pass finds
+        finds = timer.finds(faces)
         totals, per_pass = [], defaultdict(list)
         for _ in range(args.repeat):
             timer.reset()
@@ -107,11 +128,13 @@ def main(argv=None) -> int:
         calls = dict(timer.calls)
         row = {"frame": name, "shape": list(img.shape[:2]), "faces": len(faces),
                "total_ms": round(statistics.median(totals), 1),
-               "passes": {k: {"calls": calls[k], "ms": round(statistics.median(v), 1)} for k, v in per_pass.items()}}
+               "passes": {k: {"calls": calls[k], "ms": round(statistics.median(v), 1),
+                              **finds.get(k, {"found": 0, "only": 0})} for k, v in per_pass.items()}}
         rows.append(row)
         print(f"{name:22s} {img.shape[1]}x{img.shape[0]}: {row['total_ms']:6.1f} ms, {len(faces)} faces")
         for key, val in sorted(row["passes"].items()):
-            print(f"    {key:24s} {val['calls']:3d} calls {val['ms']:6.1f} ms")
+            print(f"    {key:24s} {val['calls']:3d} calls {val['ms']:6.1f} ms  finds {val['found']:2d} "
+                  f"(only this kind: {val['only']})")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     if args.json:
         args.json.write_text(json.dumps({"load_before_after": os.getloadavg()[0], "rows": rows}, indent=1))

@@ -163,6 +163,8 @@ def bench_pipeline(images: dict[str, np.ndarray], load: int, repeats: int, warmu
                 "size": f"{rgb.shape[1]}x{rgb.shape[0]}", "faces": len(faces),
                 "ms_image": median_ms(lambda: est.predict(rgb, keep_crops=False), repeats, warmup),
                 "ms_image_flip_only": median_ms(lambda: est.predict(rgb, keep_crops=False, scale_tta=False),
+                                                repeats, warmup),
+                "ms_image_all_views": median_ms(lambda: est.predict(rgb, keep_crops=False, scale_tta="all"),
                                                 repeats, warmup)})
         est.close()
     return rows
@@ -177,8 +179,10 @@ def bench_consensus(images: dict[str, np.ndarray], load: int, repeats: int, warm
     for name, rgb in images.items():
         ms_single = median_ms(lambda: single.predict(rgb, keep_crops=False), repeats, warmup)
         ms_panel = median_ms(lambda: panel.predict(rgb, keep_crops=False), repeats, warmup)
+        ms_panel_all = median_ms(lambda: panel.predict(rgb, keep_crops=False, scale_tta="all"), repeats, warmup)
         rows.append({"load": load, "loadavg": loadavg(), "image": name, "faces": len(single.predict(rgb)),
-                     "ms_single": ms_single, "ms_panel": ms_panel, "ratio_panel_single": round(ms_panel / ms_single, 2)})
+                     "ms_single": ms_single, "ms_panel": ms_panel, "ms_panel_all_views": ms_panel_all,
+                     "ratio_panel_single": round(ms_panel / ms_single, 2)})
     single.close()
     panel.close()
     return rows

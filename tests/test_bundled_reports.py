@@ -47,7 +47,8 @@ def test_bundled_weights_reproduce_their_utkface_test_report(backbone):
     est = Estimator(model=backbone, weights="bundled", detector=run["estimator"]["detector"],
                     flip_tta=run["estimator"].get("flip_tta", False),
                     scale_tta=run["estimator"].get("scale_tta", False),
-                    calibrate=bool(run["estimator"]["weights"].get("calibration")))  # as the report was made
+                    calibrate=bool(run["estimator"]["weights"].get("calibration")),
+                    precision=(run["estimator"].get("engine") or {}).get("precision", "float32"))  # as the report was made
     try:
         faces = est.predict_crops([images / row["file"] for row in rows], framing=run.get("chip_framing", "template"))
     finally:

@@ -25,42 +25,19 @@ import hashlib
 import json
 import random
 from collections import defaultdict
-from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from agegender.evaluation.aflw import NAME, SPLITS_DIR, AflwFace, read_labels, read_split  # noqa: F401
 from agegender.paths import data_root
 
 from .preprocess import DEFAULT_CACHE
 
-NAME = "mtfl_aflw"
 FRACTIONS = {"train": 0.5, "val": 0.25, "test": 0.25}
-SPLITS_DIR = Path(__file__).resolve().parent / "splits"
 NO_AGE = -1  # the cache's age for a face without an age label
-
-
-@dataclass(frozen=True)
-class AflwFace:
-    file: str  # relative to mtfl_aflw/images, e.g. "0001-image20056.jpg"
-    gender: int  # 0 male, 1 female (the project's coding; the release uses 1 male, 2 female)
-    pose: int  # 1 left profile … 3 frontal … 5 right profile
-
-
-def read_labels(root: Path | None = None) -> list[AflwFace]:
-    """``labels.txt`` of the release (paths ``AFLW/NAME``; gender 1 male, 2 female)."""
-    faces = []
-    for line in ((root or data_root()) / NAME / "labels.txt").read_text().splitlines():
-        parts = line.split()
-        if len(parts) != 15:
-            continue
-        gender = {"1": 0, "2": 1}.get(parts[11])
-        if gender is None:
-            raise ValueError(f"{NAME}/labels.txt: gender {parts[11]!r} in {line!r}")
-        faces.append(AflwFace(parts[0].split("/", 1)[-1], gender, int(parts[14])))
-    return sorted(faces, key=lambda f: f.file)
 
 
 def make_splits(faces: list[AflwFace], root: Path | None = None, seed: int = 0) -> dict[str, list[AflwFace]]:
@@ -83,11 +60,6 @@ def make_splits(faces: list[AflwFace], root: Path | None = None, seed: int = 0) 
         out["val"] += members[n_test:n_test + n_val]
         out["train"] += members[n_test + n_val:]
     return {k: sorted(v, key=lambda f: f.file) for k, v in out.items()}
-
-
-def read_split(split: str, root: Path | None = None, splits_dir: Path = SPLITS_DIR) -> list[AflwFace]:
-    names = set((splits_dir / f"{NAME}_{split}.txt").read_text().split())
-    return [f for f in read_labels(root) if f.file in names]
 
 
 _detector = None

@@ -24,6 +24,7 @@ from agegender.estimator import Estimator
 from agegender.face import Face
 from agegender.groups import DEFAULT_PRESET, GroupPreset
 from agegender.io.images import ImageInput, load_image
+from agegender.views import ScaleTTA
 
 MANIFEST_KEY = "age_check_consensus"
 
@@ -87,7 +88,7 @@ class ConsensusEstimator:
         self.detector = self.primary.detector
 
     def predict(self, image: ImageInput, *, bgr: bool = False, keep_crops: bool = True,
-                scale_tta: bool | None = None) -> list[Face]:
+                scale_tta: ScaleTTA | None = None) -> list[Face]:
         """The first model's faces, each carrying the others' estimates of the same crop as ``second_opinions``."""
         rgb = load_image(image, bgr=bgr)
         detections = self.primary.detector.detect(rgb)
@@ -96,7 +97,7 @@ class ConsensusEstimator:
         return _attach(panels)
 
     def predict_crops(self, faces: Sequence[ImageInput], framing: ChipFraming = "detect",
-                      keep_crops: bool = False, scale_tta: bool | None = None) -> list[Face]:
+                      keep_crops: bool = False, scale_tta: ScaleTTA | None = None) -> list[Face]:
         """:meth:`Estimator.predict_crops` for the panel: one framing of each chip, every model on it."""
         framed = self.primary.frame_chips(faces, framing)
         panels = [m.predict_framed(framed, keep_crops=keep_crops and i == 0, scale_tta=scale_tta)

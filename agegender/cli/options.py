@@ -18,8 +18,8 @@ def add_tta_arguments(parser: argparse.ArgumentParser) -> None:
                         help="test-time augmentation (default on, as in the app): each face also mirrored; "
                              "--no-tta: one plain pass per face, no scales either")
     parser.add_argument("--scale-tta", action=argparse.BooleanOptionalAction, default=True,
-                        help="also crop each face 10%% tighter and looser and average (default on; "
-                             "--no-scale-tta: mirror only, a third of the network time)")
+                        help="also crop faces 10%% tighter and looser and average (default on, for the faces "
+                             "the model's validated view policy picks; --no-scale-tta: mirror only)")
 
 
 def tta_options(args: argparse.Namespace) -> dict[str, Any]:

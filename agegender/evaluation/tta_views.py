@@ -13,7 +13,14 @@ keeps each view's own output, and then scores view policies offline on the same 
 
 Each policy's pooled MAE (uncalibrated expected age; the calibration is fitted afterwards for whatever is chosen)
 and its mean number of views per face. The rule of the issue: the cheapest policy whose pooled MAE is within 0.02
-years of ``full``.
+years of ``full``. ``--degrade`` scores the degraded validation copy (issue 27: choices hold on both), and
+
+    python -m agegender.evaluation.tta_views --choose reports/tta-views-M.json reports/tta-views-M-degraded.json [--install]
+
+picks the policy the app can run (``full``, ``flip`` or an ``adaptive-std`` trigger: :mod:`agegender.views`) that
+is within 0.02 years of ``full`` in *every* report, with the fewest views on average, and ``--install`` writes it
+into the model's manifest entry (``"test_time_views"``), which ``Estimator`` follows. The disagreement triggers are
+reported for the record only.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from agegender.crops.align import crop_face
 from agegender.crops.chips import main_face
 from agegender.estimator import SCALE_TTA_CONTEXTS, Estimator
 from agegender.evaluation.datasets import read_split
+from agegender.evaluation.degrade import degrade
 from agegender.groups import AGES
 from agegender.io.images import load_image
 
@@ -39,9 +47,13 @@ THRESHOLDS_YEARS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
 THRESHOLDS_STD = (6.0, 7.0, 8.0, 9.0, 10.0)
 
 
-def face_views(est: Estimator, sample, dataset: str) -> np.ndarray | None:
-    """(6, 101 + 1) outputs: rows 0-2 the contexts, 3-5 their mirrors; columns the age distribution, P(female)."""
+def face_views(est: Estimator, sample, dataset: str, degrade_seed: int | None = None) -> np.ndarray | None:
+    """(6, 101 + 1) outputs: rows 0-2 the contexts, 3-5 their mirrors; columns the age distribution, P(female).
+    ``degrade_seed``: the face's degraded-validation copy instead (the same one ``agegender evaluate --degrade``
+    scores), so a view policy is chosen on clean and degraded faces alike (issue 27)."""
     rgb = load_image(sample.path())
+    if degrade_seed is not None:
+        rgb = degrade(rgb, degrade_seed, Path(sample.file).name, "crops" if dataset == "utkface" else "photos")
     if dataset == "utkface":
         framed = est.frame_chips([rgb])[0]
         image, det = framed.image, framed.detection
@@ -57,13 +69,14 @@ def face_views(est: Estimator, sample, dataset: str) -> np.ndarray | None:
     return np.concatenate([age_probs, p_female[:, None]], axis=1)
 
 
-def collect(est: Estimator, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def collect(est: Estimator, limit: int | None = None,
+            degrade_seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     outputs, ages = [], []
     for dataset in ("utkface", "all_age_faces"):
         samples = read_split(dataset, "val")[:limit]
         started = time.perf_counter()
         for i, sample in enumerate(samples):
-            views = face_views(est, sample, dataset)
+            views = face_views(est, sample, dataset, degrade_seed)
             if views is not None:
                 outputs.append(views)
                 ages.append(sample.age)
@@ -96,6 +109,45 @@ def score(outputs: np.ndarray, ages: np.ndarray) -> dict[str, Any]:
     return {"faces": int(len(ages)), "policies": policies, "choice": choice}
 
 
+def app_policy(name: str) -> dict[str, Any] | None:
+    """The manifest form of a policy the app runs (:mod:`agegender.views`), or None for one it does not."""
+    if name == "full":
+        return {"scale_views": "all"}
+    if name == "flip":
+        return {"scale_views": "none"}
+    if name.startswith("adaptive-std "):
+        return {"scale_views": "adaptive", "trigger_std_years": float(name.split()[1])}
+    return None
+
+
+def choose(reports: list[dict[str, Any]], tolerance: float = 0.02) -> str:
+    """The app-runnable policy within ``tolerance`` years of ``full`` in every report, fewest mean views."""
+    names = [n for n in reports[0]["policies"] if app_policy(n) is not None]
+    ok = [n for n in names if all(r["policies"][n]["mae"] <= r["policies"]["full"]["mae"] + tolerance
+                                  for r in reports)]
+    return min(ok, key=lambda n: (np.mean([r["policies"][n]["views_per_face"] for r in reports]), n))
+
+
+def install(model: str, name: str, paths: list[Path], reports: list[dict[str, Any]]) -> str:
+    """Write the chosen policy into ``model``'s manifest entry, with the validation numbers behind it."""
+    from agegender.weights import model_entry, read_manifest, write_manifest
+
+    found = model_entry(model)
+    if found is None:
+        raise SystemExit(f"no bundled weights for {model!r} in the manifest")
+    manifest = read_manifest()
+    manifest["files"][found[0]]["test_time_views"] = {
+        **app_policy(name), "policy": name,
+        "rule": "the cheapest policy the app runs within 0.02 years of all six views on every validation report",
+        "validation": {("degraded" if r.get("degrade_seed") is not None else "clean"):
+                       {"mae": r["policies"][name]["mae"], "mae_all_views": r["policies"]["full"]["mae"],
+                        "views_per_face": r["policies"][name]["views_per_face"], "faces": r["faces"]}
+                       for r in reports},
+        "reports": [p.as_posix() for p in paths]}
+    write_manifest(manifest)
+    return found[0]
+
+
 def _row(pred: np.ndarray, ages: np.ndarray, views: float) -> dict[str, float]:
     return {"mae": round(float(np.abs(pred - ages).mean()), 4), "views_per_face": round(float(views), 3)}
 
@@ -104,15 +156,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="backbone (default: the bundled default model)")
     parser.add_argument("--limit", type=int, default=None, help="first N faces of each validation split")
-    parser.add_argument("--out", type=Path, default=None, help="JSON report (default reports/tta-views-MODEL.json)")
+    parser.add_argument("--degrade", type=int, nargs="?", const=0, default=None, metavar="SEED",
+                        help="score the degraded validation copy (agegender.evaluation.degrade, seed 0 by default)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON report (default reports/tta-views-MODEL[-degraded].json)")
+    parser.add_argument("--choose", type=Path, nargs="+", metavar="REPORT",
+                        help="choose from these reports (no network run) instead")
+    parser.add_argument("--install", action="store_true", help="with --choose: into the model's manifest entry")
     args = parser.parse_args(argv)
+    if args.choose:
+        reports = [json.loads(p.read_text()) for p in args.choose]
+        name = choose(reports)
+        print(f"{reports[0]['model']}: {name}")
+        if args.install:
+            print(f"installed in {install(reports[0]['model'], name, args.choose, reports)}")
+        return 0
     est = Estimator(model=args.model, calibrate=False)
     try:
-        outputs, ages = collect(est, args.limit)
+        outputs, ages = collect(est, args.limit, args.degrade)
     finally:
         est.close()
-    result = {"model": est.model_name, **score(outputs, ages)}
-    out = args.out or Path(f"reports/tta-views-{est.model_name}.json")
+    result = {"model": est.model_name, "degrade_seed": args.degrade, **score(outputs, ages)}
+    out = args.out or Path(f"reports/tta-views-{est.model_name}{'' if args.degrade is None else '-degraded'}.json")
     out.write_text(json.dumps(result, indent=1) + "\n")
     for name, p in result["policies"].items():
         print(f"{name:22s} MAE {p['mae']:.4f}  views/face {p['views_per_face']:.2f}")

@@ -48,7 +48,7 @@ def table(root: Path) -> str:
         model, dataset, condition = folder.name.rsplit("-", 2)
         runs[(model, condition)][dataset] = read_predictions(folder)
     bands = [f"{lo}+" if hi >= 200 else f"{lo}-{hi}" for lo, hi in DECADES] + ["13-17"]
-    head = ["model", "validation", *(f"MAE {d}" for d in sorted({d for v in runs.values() for d in v})),
+    head = ["model", "images", *(f"MAE {d}" for d in sorted({d for v in runs.values() for d in v})),
             "MAE pooled", *(f"bias {b}" for b in bands), "13–17 called adult"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (model, condition), sets in sorted(runs.items()):

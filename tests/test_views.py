@@ -1,0 +1,107 @@
+"""The view policy chosen on validation (issue 30): scale views only for the faces the network is unsure of, run by
+the bundled model on the astronaut, and chosen from per-view reports by ``tta_views --choose``."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from agegender import Estimator
+from agegender.crops.align import crop_face
+from agegender.evaluation.tta_views import app_policy, choose
+from agegender.views import SCALE_TTA_CONTEXTS, combine, distribution_std, resolve, scale_trigger
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    est = Estimator()
+    yield est
+    est.close()
+
+
+@pytest.fixture(scope="module")
+def two_faces(bundled, astronaut) -> np.ndarray:
+    """(2, 3, S, S, 3): the astronaut's face at the three contexts, and the same from a blurred, shrunk copy."""
+    import cv2
+
+    det = bundled.detect(astronaut)[1][0]
+    small = cv2.resize(cv2.resize(astronaut, (48, 48), interpolation=cv2.INTER_AREA), astronaut.shape[:2][::-1])
+    small = cv2.GaussianBlur(small, (0, 0), 3)
+    return np.stack([np.stack([crop_face(img, det, size=bundled.input_size, context=c) for c in SCALE_TTA_CONTEXTS])
+                     for img in (astronaut, small)])
+
+
+def test_policy_in_the_manifest_is_read_strictly():
+    assert scale_trigger(None) is None and scale_trigger({}) is None
+    assert scale_trigger({"test_time_views": {"scale_views": "all"}}) is None
+    assert scale_trigger({"test_time_views": {"scale_views": "adaptive", "trigger_std_years": 6}}) == 6.0
+    assert math.isinf(scale_trigger({"test_time_views": {"scale_views": "none"}}))
+    with pytest.raises(ValueError, match="unknown"):
+        scale_trigger({"test_time_views": {"scale_views": "sometimes"}})
+    assert resolve(True, 6.0) == 6.0 and resolve("validated", 6.0) == 6.0
+    assert resolve("all", 6.0) == 0.0 and resolve(True, None) == 0.0
+    assert resolve(False, 6.0) is None and resolve(True, math.inf) is None
+
+
+def test_adaptive_views_give_each_face_all_views_or_the_mirror_pair(bundled, two_faces):
+    run = bundled.predict_batch
+    every_age, every_female = run(two_faces)
+    middle_age, middle_female = run(two_faces[:, 1])
+    spread = distribution_std(middle_age)
+    sure, unsure = int(np.argmin(spread)), int(np.argmax(spread))
+    assert spread[unsure] > spread[sure] + 0.1, spread  # the two faces differ in how unsure the network is
+    assert np.allclose(combine(run, two_faces, 0.0)[0], every_age)
+    assert np.allclose(combine(run, two_faces, None)[0], middle_age)
+    age, female = combine(run, two_faces, float(spread.mean()))
+    # below the trigger: the mirror pair alone; above: exactly the average of all six views
+    assert np.allclose(age[sure], middle_age[sure]) and np.isclose(female[sure], middle_female[sure])
+    assert np.allclose(age[unsure], every_age[unsure], atol=1e-9)
+    assert np.isclose(female[unsure], every_female[unsure])
+    assert not np.allclose(every_age[unsure], middle_age[unsure])  # the scale views did change that face
+
+
+def test_estimator_follows_the_models_policy_and_runs_fewer_views(bundled, astronaut, monkeypatch):
+    calls: list[int] = []
+    real = bundled.engine.run
+
+    def counting(batch):
+        calls.append(len(batch))
+        return real(batch)
+
+    monkeypatch.setattr(bundled.engine, "run", counting)
+    assert bundled.scale_trigger == scale_trigger(bundled.weights_info)
+    monkeypatch.setattr(bundled, "scale_trigger", 1000.0)  # nobody is that unsure: the mirror pair only
+    sure = bundled.predict(astronaut)
+    assert sum(calls) == 2
+    calls.clear()
+    every = bundled.predict(astronaut, scale_tta="all")
+    assert sum(calls) == 6
+    calls.clear()
+    monkeypatch.setattr(bundled, "scale_trigger", 0.001)  # everybody is: all six views, the same as "all"
+    unsure = bundled.predict(astronaut)
+    assert sum(calls) == 2 + 4
+    assert unsure[0].age == pytest.approx(every[0].age, abs=1e-6)
+    assert sure[0].age != pytest.approx(every[0].age, abs=1e-3)
+    with pytest.raises(ValueError, match="scale_tta"):
+        Estimator(scale_tta="sometimes")
+
+
+def report(maes: dict[str, float], views: dict[str, float], degraded: bool = False) -> dict:
+    return {"model": "efficientnet_lite0", "faces": 100, "degrade_seed": 0 if degraded else None,
+            "policies": {n: {"mae": m, "views_per_face": views[n]} for n, m in maes.items()}}
+
+
+def test_choice_needs_every_report_and_a_policy_the_app_runs():
+    views = {"full": 6.0, "flip": 2.0, "adaptive 1 y": 2.5, "adaptive-std 6 y": 3.5, "adaptive-std 8 y": 2.8}
+    clean = report({"full": 4.60, "flip": 4.66, "adaptive 1 y": 4.60, "adaptive-std 6 y": 4.615,
+                    "adaptive-std 8 y": 4.615}, views)
+    degraded = report({"full": 5.60, "flip": 5.65, "adaptive 1 y": 5.60, "adaptive-std 6 y": 5.61,
+                       "adaptive-std 8 y": 5.63}, views, degraded=True)
+    assert choose([clean]) == "adaptive-std 8 y"  # the disagreement trigger is cheaper but not run by the app
+    assert choose([clean, degraded]) == "adaptive-std 6 y"  # std 8 loses 0.03 years on degraded faces
+    assert choose([report({"full": 4.6, "flip": 4.7, "adaptive 1 y": 4.7, "adaptive-std 6 y": 4.7,
+                           "adaptive-std 8 y": 4.7}, views)]) == "full"
+    assert app_policy("adaptive-std 6 y") == {"scale_views": "adaptive", "trigger_std_years": 6.0}
+    assert app_policy("flip") == {"scale_views": "none"} and app_policy("adaptive 1 y") is None
