@@ -163,6 +163,17 @@ def test_quantize_makes_an_int8_graph_that_agrees_with_float32(tmp_path, astrona
     int8_age, _ = OnnxEngine(path.read_bytes(), size, precision="int8").run(views)
     assert int8_age.shape == float_age.shape and np.allclose(int8_age.sum(1), 1, atol=1e-3)
 
+    # --keep-float: a named layer keeps float32 weights (no DequantizeLinear feeds it), the others stay int8.
+    def weight_from_dq(graph) -> dict[str, bool]:
+        made_by_dq = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+        return {n.name: n.input[1] in made_by_dq for n in graph.node if n.op_type == "Conv"}
+
+    quantized = weight_from_dq(onnx.load(str(path)).graph)
+    stem = next(iter(quantized))
+    assert quantized[stem] and all(quantized.values())
+    kept = weight_from_dq(onnx.load(str(quantize(fp32, calibration, tmp_path / "kept.onnx", keep_float=[stem]))).graph)
+    assert not kept[stem] and sum(kept.values()) == len(kept) - 1
+
 
 def test_cli_precision_option_and_info(tmp_path, astronaut):
     import json

@@ -31,6 +31,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -130,7 +131,9 @@ def ms_per_view(sess, size: int, batch: int = 8, repeats: int = 15) -> float:
     return statistics.median(times) * 1000 / batch
 
 
-def quantize(fp32_bytes: bytes, calibration: np.ndarray, out: Path) -> Path:
+def quantize(fp32_bytes: bytes, calibration: np.ndarray, out: Path, keep_float: Sequence[str] = ()) -> Path:
+    """QDQ int8 graph of ``fp32_bytes`` at ``out``; nodes whose names start with one of ``keep_float`` (e.g.
+    ``/net/layer4/``) stay float32 besides the heads, for a model whose accuracy needs some layers at full precision."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -159,7 +162,8 @@ def quantize(fp32_bytes: bytes, calibration: np.ndarray, out: Path) -> Path:
         # The heads stay float: their outputs are a 101-bin softmax and a sigmoid, and 8-bit logits or
         # probabilities move the expected age by years; they are two small matrix products, so int8 saves nothing.
         graph = onnx.load(str(prep)).graph
-        heads = [node.name for node in graph.node if node.op_type in ("Gemm", "MatMul", "Softmax", "Sigmoid")]
+        heads = [node.name for node in graph.node if node.op_type in ("Gemm", "MatMul", "Softmax", "Sigmoid")
+                 or any(node.name.startswith(prefix) for prefix in keep_float)]
         quantize_static(str(prep), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         nodes_to_exclude=heads,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
@@ -189,6 +193,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val-limit", type=int, default=None, help="at most this many samples per val split")
     parser.add_argument("--out", type=Path, default=REPO_DIR / "artifacts" / "quantize")
     parser.add_argument("--bundle", action="store_true", help="bundle the int8 graph if it passes the rule")
+    parser.add_argument("--keep-float", nargs="*", default=[], metavar="PREFIX",
+                        help="node-name prefixes that stay float32 as well as the heads, e.g. /net/layer4/")
     args = parser.parse_args(argv)
 
     entry = read_manifest()["files"][args.model_file]
@@ -204,11 +210,12 @@ def main(argv: list[str] | None = None) -> None:
     calib = calib.reshape(-1, size, size, 3)
     calib = np.concatenate([calib, calib[:, :, ::-1]])  # the mirrors the engine sees too
     stem = Path(args.model_file).stem
-    int8_path = quantize(fp32, calib, args.out / f"{stem}.int8.onnx")
+    int8_path = quantize(fp32, calib, args.out / f"{stem}.int8.onnx", args.keep_float)
     print(f"quantized on {len(calib)} training views in {time.time() - t0:.0f} s -> {int8_path}")
     sessions = {"float32": session(fp32), "int8": session(str(int8_path)),
                 "int8_emulated": session(str(int8_path), emulate=True)}
-    report: dict = {"model_file": args.model_file, "calibration_views": int(len(calib)), "splits": {}}
+    report: dict = {"model_file": args.model_file, "calibration_views": int(len(calib)),
+                    "kept_float": ["heads", *args.keep_float], "splits": {}}
     totals = {k: [0.0, 0.0, 0] for k in sessions}  # |error| sum, correct genders, n
     for split in ("utkface:val", "all_age_faces:val"):
         views, ages, genders = split_views(split, size, detector, args.val_limit)
