@@ -33,7 +33,7 @@ from agegender.engines.loader import PRECISIONS, default_model, load_model
 from agegender.face import Face
 from agegender.groups import DEFAULT_PRESET, GroupPreset, age_interval, expected_age, get_preset
 from agegender.io.images import ImageInput, load_image
-from agegender.views import SCALE_TTA_CONTEXTS, ScaleTTA, combine, resolve, scale_trigger
+from agegender.views import SCALE_TTA_CONTEXTS, ScaleTTA, combine_lazy, resolve, scale_trigger
 
 MAX_FORWARD_BATCH = 16  # images per forward pass (see the module docstring)
 FACES_PER_CALL = 16  # faces cropped and sent to the engine at once (bounds memory for photos with many faces)
@@ -158,9 +158,7 @@ class Estimator:
     def predict_detections(self, rgb: np.ndarray, detections: list[Detection], keep_crops: bool = True,
                            scale_tta: ScaleTTA | None = None) -> list[Face]:
         """Age/gender for given detections of an RGB image (e.g. from a tracker that reuses boxes)."""
-        trigger = self._trigger(scale_tta)
-        views = [self._views(rgb, d, trigger) for d in detections]
-        return self._faces(detections, views, keep_crops, trigger)
+        return self._faces([(rgb, d) for d in detections], detections, keep_crops, self._trigger(scale_tta))
 
     def _trigger(self, scale_tta: ScaleTTA | None) -> float | None:
         return resolve(self.scale_tta if scale_tta is None else scale_tta, self.scale_trigger)
@@ -169,6 +167,12 @@ class Estimator:
         """(V, S, S, 3) crops of one face: the calibrated crop, and with scale TTA a tighter and a looser one."""
         contexts = SCALE_TTA_CONTEXTS if trigger is not None else (1.0,)
         return np.stack([crop_face(image, det, size=self.input_size, context=c) for c in contexts])
+
+    def _outer_views(self, sources: Sequence[tuple[np.ndarray, Detection]]) -> np.ndarray:
+        """(N, 2, S, S, 3): the tighter and the looser framing of each (image, detection)."""
+        outer = (SCALE_TTA_CONTEXTS[0], SCALE_TTA_CONTEXTS[-1])
+        return np.stack([np.stack([crop_face(image, det, size=self.input_size, context=c) for c in outer])
+                         for image, det in sources])
 
     def predict_crops(self, faces: Sequence[ImageInput], framing: ChipFraming = "detect",
                       keep_crops: bool = False, scale_tta: ScaleTTA | None = None) -> list[Face]:
@@ -190,9 +194,8 @@ class Estimator:
     def predict_framed(self, framed: Sequence[FramedChip], keep_crops: bool = False,
                        scale_tta: ScaleTTA | None = None) -> list[Face]:
         """One Face per chip framed by :meth:`frame_chips`."""
-        trigger = self._trigger(scale_tta)
-        views = [self._views(f.image, f.detection, trigger) for f in framed]
-        return self._faces([f.reported for f in framed], views, keep_crops, trigger)
+        return self._faces([(f.image, f.detection) for f in framed], [f.reported for f in framed], keep_crops,
+                           self._trigger(scale_tta))
 
     def predict_batch(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw model outputs for crops already at ``input_size``, uint8 RGB: (age_probs, p_female) per face.
@@ -224,14 +227,19 @@ class Estimator:
             np.add.at(female_sum, source // v, p_female)
         return age_sum / (passes * v), female_sum / (passes * v)
 
-    def _faces(self, detections: Sequence[Detection], views: list[np.ndarray], keep_crops: bool,
-               trigger: float | None) -> list[Face]:
-        """Faces from each detection's (V, S, S, 3) views (run as :func:`agegender.views.combine` decides); the crop
-        kept for display is the calibrated one."""
-        if not views:
+    def _faces(self, sources: Sequence[tuple[np.ndarray, Detection]], detections: Sequence[Detection],
+               keep_crops: bool, trigger: float | None) -> list[Face]:
+        """Faces of each (image, detection) in ``sources``, reported with the boxes of ``detections``: the calibrated
+        crop of every face, the outer framings only for the faces :func:`agegender.views.combine_lazy` picks; the
+        crop kept for display is the calibrated one."""
+        if not sources:
             return []
-        parts = [combine(self.predict_batch, np.stack(views[i:i + FACES_PER_CALL]), trigger)
-                 for i in range(0, len(views), FACES_PER_CALL)]
+        middle = [crop_face(image, det, size=self.input_size, context=1.0) for image, det in sources]
+        parts = []
+        for i in range(0, len(sources), FACES_PER_CALL):
+            chunk = sources[i:i + FACES_PER_CALL]
+            parts.append(combine_lazy(self.predict_batch, np.stack(middle[i:i + FACES_PER_CALL]), trigger,
+                                      lambda faces, chunk=chunk: self._outer_views([chunk[j] for j in faces])))
         age_probs = np.concatenate([a for a, _ in parts])
         p_female = np.concatenate([f for _, f in parts])
         if self.calibration is not None:
@@ -260,7 +268,7 @@ class Estimator:
                 gender="female" if p_female[i] >= 0.5 else "male",
                 p_female=float(p_female[i]),
                 index=i + 1,
-                crop=views[i][len(views[i]) // 2] if keep_crops else None,
+                crop=middle[i] if keep_crops else None,
                 calibrated=self.calibration is not None,
                 validated_buffers=self.validated_buffers,
                 model=self.model_name,

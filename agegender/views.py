@@ -64,16 +64,27 @@ def combine(run: Runner, views: np.ndarray, trigger: float | None) -> tuple[np.n
     ``run`` maps (M, S, S, 3) crops to averaged outputs (mirrors included), e.g. ``Estimator.predict_batch``.
     ``trigger`` from :func:`resolve`: None runs the middle view only, 0 every view in one go, else the middle view
     first and the other two for the faces whose distribution is wider than ``trigger``."""
-    middle = views[:, views.shape[1] // 2]
-    if trigger is None or views.shape[1] == 1:
+    if views.shape[1] == 1:
+        return run(views[:, 0])
+    return combine_lazy(run, views[:, views.shape[1] // 2], trigger, lambda faces: views[faces][:, [0, -1]])
+
+
+def combine_lazy(run: Runner, middle: np.ndarray, trigger: float | None,
+                 outer: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`combine` for faces whose outer framings are cropped only when needed: ``middle`` is (N, S, S, 3), and
+    ``outer(faces)`` returns the (len(faces), 2, S, S, 3) tighter and looser crops of the faces at those indices.
+
+    Why lazily: with the adaptive policy most faces never need their outer framings, and cropping them (two
+    warps per face) was wasted work on every photo."""
+    if trigger is None:
         return run(middle)
     if trigger <= 0:
-        return run(views)
+        both = outer(np.arange(len(middle)))
+        return run(np.stack([both[:, 0], middle, both[:, 1]], axis=1))
     age_probs, p_female = run(middle)
     more = np.flatnonzero(distribution_std(age_probs) > trigger)
     if len(more):
-        outer = views[more][:, [0, views.shape[1] - 1]]
-        age_outer, female_outer = run(outer)
+        age_outer, female_outer = run(outer(more))
         # the same weights as averaging all views: the middle counts once, the two outer views twice
         age_probs[more] = (age_probs[more] + 2 * age_outer) / 3
         p_female[more] = (p_female[more] + 2 * female_outer) / 3

@@ -70,18 +70,26 @@ def test_estimator_follows_the_models_policy_and_runs_fewer_views(bundled, astro
         calls.append(len(batch))
         return real(batch)
 
+    outer_crops: list[int] = []
+    real_outer = bundled._outer_views
+
+    def counting_outer(sources):
+        outer_crops.append(len(sources))
+        return real_outer(sources)
+
     monkeypatch.setattr(bundled.engine, "run", counting)
+    monkeypatch.setattr(bundled, "_outer_views", counting_outer)
     assert bundled.scale_trigger == scale_trigger(bundled.weights_info)
     monkeypatch.setattr(bundled, "scale_trigger", 1000.0)  # nobody is that unsure: the mirror pair only
     sure = bundled.predict(astronaut)
-    assert sum(calls) == 2
+    assert sum(calls) == 2 and outer_crops == []  # nor are its outer framings cropped
     calls.clear()
     every = bundled.predict(astronaut, scale_tta="all")
-    assert sum(calls) == 6
+    assert sum(calls) == 6 and outer_crops == [1]
     calls.clear()
     monkeypatch.setattr(bundled, "scale_trigger", 0.001)  # everybody is: all six views, the same as "all"
     unsure = bundled.predict(astronaut)
-    assert sum(calls) == 2 + 4
+    assert sum(calls) == 2 + 4 and outer_crops == [1, 1]
     assert unsure[0].age == pytest.approx(every[0].age, abs=1e-6)
     assert sure[0].age != pytest.approx(every[0].age, abs=1e-3)
     with pytest.raises(ValueError, match="scale_tta"):
