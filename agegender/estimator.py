@@ -36,6 +36,7 @@ from agegender.io.images import ImageInput, load_image
 from agegender.views import SCALE_TTA_CONTEXTS, ScaleTTA, combine_lazy, resolve, scale_trigger
 
 MAX_FORWARD_BATCH = 16  # images per forward pass (see the module docstring)
+OUTER = (SCALE_TTA_CONTEXTS[0], SCALE_TTA_CONTEXTS[-1])  # the tighter and the looser framing of scale TTA
 FACES_PER_CALL = 16  # faces cropped and sent to the engine at once (bounds memory for photos with many faces)
 NUM_AGE_BINS = 101
 
@@ -163,15 +164,9 @@ class Estimator:
     def _trigger(self, scale_tta: ScaleTTA | None) -> float | None:
         return resolve(self.scale_tta if scale_tta is None else scale_tta, self.scale_trigger)
 
-    def _views(self, image: np.ndarray, det: Detection, trigger: float | None) -> np.ndarray:
-        """(V, S, S, 3) crops of one face: the calibrated crop, and with scale TTA a tighter and a looser one."""
-        contexts = SCALE_TTA_CONTEXTS if trigger is not None else (1.0,)
-        return np.stack([crop_face(image, det, size=self.input_size, context=c) for c in contexts])
-
-    def _outer_views(self, sources: Sequence[tuple[np.ndarray, Detection]]) -> np.ndarray:
-        """(N, 2, S, S, 3): the tighter and the looser framing of each (image, detection)."""
-        outer = (SCALE_TTA_CONTEXTS[0], SCALE_TTA_CONTEXTS[-1])
-        return np.stack([np.stack([crop_face(image, det, size=self.input_size, context=c) for c in outer])
+    def _crops(self, sources: Sequence[tuple[np.ndarray, Detection]], contexts: Sequence[float]) -> np.ndarray:
+        """(N, len(contexts), S, S, 3): each (image, detection) cropped at each framing context."""
+        return np.stack([np.stack([crop_face(image, det, size=self.input_size, context=c) for c in contexts])
                          for image, det in sources])
 
     def predict_crops(self, faces: Sequence[ImageInput], framing: ChipFraming = "detect",
@@ -239,7 +234,7 @@ class Estimator:
         for i in range(0, len(sources), FACES_PER_CALL):
             chunk = sources[i:i + FACES_PER_CALL]
             parts.append(combine_lazy(self.predict_batch, np.stack(middle[i:i + FACES_PER_CALL]), trigger,
-                                      lambda faces, chunk=chunk: self._outer_views([chunk[j] for j in faces])))
+                                      lambda faces, chunk=chunk: self._crops([chunk[j] for j in faces], OUTER)))
         age_probs = np.concatenate([a for a, _ in parts])
         p_female = np.concatenate([f for _, f in parts])
         if self.calibration is not None:

@@ -16,6 +16,7 @@ import pytest
 
 from agegender import Estimator, WeightsError
 from agegender.paths import REPO_DIR, WEIGHTS_DIR
+from agegender.views import SCALE_TTA_CONTEXTS
 from agegender.weights import MANIFEST_NAME, model_entry, onnx_entry, read_manifest
 
 from conftest import data_path
@@ -52,7 +53,7 @@ def _real_face_crops(est: Estimator, astronaut: np.ndarray) -> np.ndarray:
     for rgb in images:
         rgb = np.ascontiguousarray(rgb)
         for det in est.detector.detect(rgb)[:8]:
-            views.append(est._views(rgb, det, 0.0))  # trigger 0: every framing
+            views.append(est._crops([(rgb, det)], SCALE_TTA_CONTEXTS)[0])  # every framing
     return np.concatenate(views)
 
 

@@ -71,14 +71,14 @@ def test_estimator_follows_the_models_policy_and_runs_fewer_views(bundled, astro
         return real(batch)
 
     outer_crops: list[int] = []
-    real_outer = bundled._outer_views
+    real_crops = bundled._crops
 
-    def counting_outer(sources):
+    def counting_outer(sources, contexts):
         outer_crops.append(len(sources))
-        return real_outer(sources)
+        return real_crops(sources, contexts)
 
     monkeypatch.setattr(bundled.engine, "run", counting)
-    monkeypatch.setattr(bundled, "_outer_views", counting_outer)
+    monkeypatch.setattr(bundled, "_crops", counting_outer)
     assert bundled.scale_trigger == scale_trigger(bundled.weights_info)
     monkeypatch.setattr(bundled, "scale_trigger", 1000.0)  # nobody is that unsure: the mirror pair only
     sure = bundled.predict(astronaut)

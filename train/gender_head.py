@@ -38,7 +38,6 @@ from pathlib import Path
 import numpy as np
 
 from agegender.crops.align import crop_face
-from agegender.crops.chips import frame_chip, main_face
 from agegender.detection.detector import FaceDetector
 from agegender.evaluation.datasets import read_split
 from agegender.evaluation.degrade import degrade
@@ -48,6 +47,7 @@ from agegender.views import SCALE_TTA_CONTEXTS, distribution_std, scale_trigger
 from agegender.weights import model_entry
 
 from .onnx_export import INPUT_NAME
+from .quantize import labelled_face
 
 TRAIN_DEGRADE_SEED = 1  # the evaluation's degraded copies use seed 0
 PENALTIES = (1e-5, 1e-4, 1e-3, 1e-2)
@@ -88,14 +88,9 @@ def framed_faces(dataset: str, part: str, detector: FaceDetector, limit: int | N
     if limit:
         items = items[:: max(1, len(items) // limit)][:limit]
     for path, gender, name, chip in items:
-        rgb = load_image(path)
-        if chip:
-            framed = frame_chip(rgb, detector)
-            yield framed.image, framed.detection, gender, name
-        else:
-            det = main_face(detector.detect(rgb), rgb.shape)
-            if det is not None:
-                yield rgb, det, gender, name
+        found = labelled_face(load_image(path), detector, chip)
+        if found is not None:
+            yield *found, gender, name
 
 
 def training_features(sess, feature_name, size, detector, limit):

@@ -57,16 +57,22 @@ CALIBRATION_METHODS = {"minmax": lambda m: m.MinMax, "percentile": lambda m: m.P
                        "entropy": lambda m: m.Entropy}
 
 
-def face_views(path: Path, detector: FaceDetector, size: int, chip: bool) -> np.ndarray | None:
-    """(3, S, S, 3) crops of the labelled face (chips framed as in training; photos: their main face)."""
-    rgb = load_image(path)
+def labelled_face(rgb: np.ndarray, detector: FaceDetector, chip: bool):
+    """(image, detection) of the labelled face as the app frames it (a chip framed as in training; a photo: its
+    main face), or None for a photo without a face."""
     if chip:
         framed = frame_chip(rgb, detector)
-        image, det = framed.image, framed.detection
-    else:
-        image, det = rgb, main_face(detector.detect(rgb), rgb.shape)
-        if det is None:
-            return None
+        return framed.image, framed.detection
+    det = main_face(detector.detect(rgb), rgb.shape)
+    return None if det is None else (rgb, det)
+
+
+def face_views(path: Path, detector: FaceDetector, size: int, chip: bool) -> np.ndarray | None:
+    """(3, S, S, 3) crops of the labelled face (chips framed as in training; photos: their main face)."""
+    found = labelled_face(load_image(path), detector, chip)
+    if found is None:
+        return None
+    image, det = found
     return np.stack([crop_face(image, det, size=size, context=c) for c in SCALE_TTA_CONTEXTS])
 
 
