@@ -7,7 +7,8 @@ The network runs in an *engine* (:mod:`agegender.engines`): onnxruntime where th
 
 Faces go to the engine in groups of ``FACES_PER_CALL`` and every group's views (and mirrors) in forward passes of at
 most ``MAX_FORWARD_BATCH`` images, each pass's input built just before it runs: a photo with hundreds of faces
-never holds more than one group's crops and one pass's input in memory. On the 2-core CPU onnxruntime ran
+never holds more than one group's crops and one pass's input per core in memory (single-threaded onnxruntime
+passes, the default on CPUs: chunks of ``CHUNK_VIEWS`` queued at once, one worker per core taking the next). On the 2-core CPU onnxruntime ran
 EfficientNet-Lite0 at 3.0–3.3 ms per 160 px image in passes of 6–16 and 3.9 ms in passes of 32. An ``Estimator``
 may be shared by threads (a Streamlit server, a video callback): MediaPipe calls are serialised by the
 detector's lock, engines are stateless, and concurrent forward passes queue on one process-wide semaphore
@@ -30,12 +31,14 @@ from agegender.crops.align import crop_face
 from agegender.detection.detector import Detection, FaceDetector
 from agegender.engines import ENGINE_NAMES
 from agegender.engines.loader import PRECISIONS, default_model, load_model
+from agegender.engines.threads import concurrent_passes, parallel_map
 from agegender.face import Face
 from agegender.groups import DEFAULT_PRESET, GroupPreset, age_interval, expected_age, get_preset
 from agegender.io.images import ImageInput, load_image
 from agegender.views import SCALE_TTA_CONTEXTS, ScaleTTA, combine_lazy, resolve, scale_trigger
 
 MAX_FORWARD_BATCH = 16  # images per forward pass (see the module docstring)
+CHUNK_VIEWS = 8  # images per single-threaded pass when chunks run side by side (see predict_batch)
 OUTER = (SCALE_TTA_CONTEXTS[0], SCALE_TTA_CONTEXTS[-1])  # the tighter and the looser framing of scale TTA
 FACES_PER_CALL = 16  # faces cropped and sent to the engine at once (bounds memory for photos with many faces)
 NUM_AGE_BINS = 101
@@ -197,8 +200,8 @@ class Estimator:
 
         ``crops`` is (N, S, S, 3), or (N, V, S, S, 3) for V views of each face (scale TTA) whose probabilities are
         averaged. With ``flip_tta`` every view's mirror is run too (2·N·V images: all views first, then all
-        mirrors, in forward passes of at most ``MAX_FORWARD_BATCH``, each pass's input built just before it
-        runs) and averaged in."""
+        mirrors, in forward passes of at most ``MAX_FORWARD_BATCH``, or chunks of ``CHUNK_VIEWS`` side by side,
+        each pass's input built just before it runs) and averaged in."""
         crops = np.asarray(crops)
         n, v = len(crops), (crops.shape[1] if crops.ndim == 5 else 1)
         if n == 0:
@@ -208,16 +211,22 @@ class Estimator:
             views = np.clip(np.rint(views), 0, 255).astype(np.uint8)
         passes = 2 if self.flip_tta else 1
         total = len(views) * passes
-        age_sum = np.zeros((n, NUM_AGE_BINS), np.float64)
-        female_sum = np.zeros(n, np.float64)
-        for start in range(0, total, MAX_FORWARD_BATCH):
-            index = np.arange(start, min(start + MAX_FORWARD_BATCH, total))
-            source = index % len(views)
+
+        def run(index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            source, mirrored = index % len(views), index >= len(views)
             chunk = views[source]
-            mirrored = index >= len(views)
             if mirrored.any():
                 chunk[mirrored] = chunk[mirrored, :, ::-1]
-            age_probs, p_female = self.engine.run(chunk)
+            return (source, *self.engine.run(chunk))
+
+        # Single-threaded passes: every chunk is queued at once and each core's worker takes the next one when it is
+        # done, so a worker that the OS preempts (a shared CPU) holds up nothing but its own chunk.
+        chunked = getattr(self.engine, "parallel_chunks", False)
+        size = max(1, min(CHUNK_VIEWS, math.ceil(total / concurrent_passes()))) if chunked else MAX_FORWARD_BATCH
+        chunks = [np.arange(i, min(i + size, total)) for i in range(0, total, size)]
+        results = parallel_map(run, chunks) if chunked else [run(index) for index in chunks]
+        age_sum, female_sum = np.zeros((n, NUM_AGE_BINS), np.float64), np.zeros(n, np.float64)
+        for source, age_probs, p_female in results:
             np.add.at(age_sum, source // v, age_probs)
             np.add.at(female_sum, source // v, p_female)
         return age_sum / (passes * v), female_sum / (passes * v)

@@ -26,6 +26,21 @@ ScaleTTA = bool | Literal["all", "validated"]
 Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
+VIEW_SETS: dict[str, dict[str, bool]] = {
+    "validated": {"flip_tta": True, "scale_tta": True},  # the mirror + the model's validated scale views
+    "mirror": {"flip_tta": True, "scale_tta": False},
+    "scales": {"flip_tta": False, "scale_tta": True},
+    "single": {"flip_tta": False, "scale_tta": False},
+}
+"""Named sets of test-time views, as ``Estimator`` switches. A measurement made with one set (an evaluation report,
+the two-model age check's validated buffers) names it, so that what runs later can be held to what was measured."""
+
+
+def view_set_name(flip_tta: bool, scale_tta: bool) -> str:
+    """The :data:`VIEW_SETS` name of these ``Estimator`` switches."""
+    return next(name for name, s in VIEW_SETS.items() if s == {"flip_tta": bool(flip_tta), "scale_tta": bool(scale_tta)})
+
+
 def scale_trigger(entry: Mapping[str, Any] | None) -> float | None:
     """The validated trigger (years of age-distribution std) in a manifest entry: None where the entry has no
     policy or says ``"all"`` (every view), infinity where it says ``"none"`` (validation found them worthless)."""

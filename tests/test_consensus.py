@@ -99,8 +99,10 @@ def test_rates_of_passes_is_policy_row_for_one_model():
     assert rates_of_passes(y, passes(age, low, 21, 7), 21, 7) == policy_row(y, age, low, 21, 7)
 
 
-def _write_predictions(folder: Path, files: list[str], ages: list[int], probs: np.ndarray) -> None:
+def _write_predictions(folder: Path, files: list[str], ages: list[int], probs: np.ndarray,
+                       views: str = "validated") -> None:
     folder.mkdir(parents=True)
+    (folder / "report.json").write_text(json.dumps({"title": "t", "extra": {"views": views}}))
     with open(folder / "predictions.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["file", "age", "gender", "race", "detected"])
         w.writeheader()
@@ -146,6 +148,58 @@ def test_install_writes_the_policy_the_estimator_reads(tmp_path):
     (out / "choice.json").write_text(json.dumps(choice))
     with pytest.raises(SystemExit, match="not bundled"):
         ec.install(out, weights)
+
+
+def test_the_views_of_the_validation_are_recorded_installed_and_run(tmp_path, astronaut):
+    """A panel validated with the ResNet-50 on its mirror views only: the choice names those views, a test
+    measurement with other views is refused, the install writes them, and the estimator runs that member with
+    those views whatever a call asks, while the first model follows the call."""
+    probs = np.zeros((3, 101))
+    probs[[0, 1, 2], [20, 30, 40]] = 1.0
+    files, ages = ["x.jpg", "y.jpg", "z.jpg"], [20, 30, 40]
+    _write_predictions(tmp_path / "l0", files, ages, probs)
+    _write_predictions(tmp_path / "r50", files, ages, probs, views="mirror")
+    _write_predictions(tmp_path / "r50-all", files, ages, probs, views="validated")
+    _write_predictions(tmp_path / "r50-odd", files, ages, probs, views="validated")
+    (tmp_path / "r50-odd" / "report.json").write_text(json.dumps({"title": "resnet50 on x (crops, flip TTA only)",
+                                                                   "extra": {}}))  # written before views were
+    lite0 = f"efficientnet_lite0:utkface={tmp_path / 'l0'}"
+    panel = ec.load_panel([lite0, f"resnet50:utkface={tmp_path / 'r50'}"])
+    assert panel.views == {"efficientnet_lite0": "validated", "resnet50": "mirror"}
+    assert ec.load_panel([lite0, f"resnet50:utkface={tmp_path / 'r50-odd'}"]).views["resnet50"] == "mirror"
+    with pytest.raises(SystemExit, match="different test-time views"):
+        ec.load_panel([lite0, f"resnet50:utkface={tmp_path / 'r50'}", f"resnet50:x={tmp_path / 'r50-all'}"])
+    own = {m: ec.model_settings(m)[1] for m in panel.models}
+    choice = ec.fit(panel, own)["choice"]
+    assert choice["views"] == panel.views
+    with pytest.raises(SystemExit, match="measure what was chosen"):
+        ec.test(ec.load_panel([lite0, f"resnet50:utkface={tmp_path / 'r50-all'}"]), own, choice)
+    assert ec.test(panel, own, choice)["choice"]["views"] == panel.views
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for f in (REPO / "weights").iterdir():
+        if f.is_file() and f.name != "MANIFEST.json":
+            (weights / f.name).symlink_to(f)
+    shutil.copy(REPO / "weights" / "MANIFEST.json", weights / "MANIFEST.json")
+    (tmp_path / "report" ).mkdir()
+    (tmp_path / "report" / "choice.json").write_text(json.dumps(choice))
+    assert ec.install(tmp_path / "report", weights)["views"] == panel.views
+    estimator = ConsensusEstimator(weights_dir=weights)
+    try:
+        assert estimator.views == panel.views
+        lite, resnet = estimator.members
+        assert (lite.flip_tta, lite.scale_tta) == (True, True) and (resnet.flip_tta, resnet.scale_tta) == (True, False)
+        seen = {m.model_name: [] for m in estimator.members}
+        for member in estimator.members:
+            run = member.predict_batch
+            member.predict_batch = lambda crops, run=run, log=seen[member.model_name]: log.append(crops.shape) or run(crops)
+        faces = estimator.predict(np.asarray(astronaut), scale_tta="all")
+        assert len(faces) == 1 and len(faces[0].second_opinions) == 1
+        assert seen["efficientnet_lite0"] == [(1, 3, lite.input_size, lite.input_size, 3)]  # every framing
+        assert seen["resnet50"] == [(1, resnet.input_size, resnet.input_size, 3)]  # the calibrated crop only
+    finally:
+        estimator.close()
 
 
 # ------------------------------------------------------------------------------- the bundled panel, end to end

@@ -227,3 +227,34 @@ def test_precision_choice():
     est = Estimator(precision="float32", detector="short")
     assert est.info()["engine"]["precision"] == "float32"
     est.close()
+
+
+def test_predict_batch_queues_chunks_that_each_run_as_one_pass(engines, astronaut, monkeypatch):
+    """With single-threaded onnx passes, Estimator.predict_batch queues every chunk of at most CHUNK_VIEWS views
+    at once on the per-core workers; each chunk is one session run (not split again), every view and mirror runs
+    once, and the averages equal the views run one by one."""
+    from agegender.engines import threads
+    from agegender.estimator import CHUNK_VIEWS
+
+    _bundled("efficientnet_lite0")
+    if threads.concurrent_passes() < 2:
+        pytest.skip("one core: chunks run inline")
+    est = engines("efficientnet_lite0")[0]
+    assert est.engine.parallel_chunks
+    crops = _real_face_crops(est, astronaut).reshape(-1, len(SCALE_TTA_CONTEXTS), est.input_size, est.input_size, 3)
+    calls = []
+    original = est.engine._run_part
+    monkeypatch.setattr(est.engine, "_run_part", lambda x: calls.append((len(x), threads.in_pool())) or original(x))
+    age, female = est.predict_batch(crops)
+    views = crops.size // (est.input_size**2 * 3) * 2  # every framing and its mirror
+    assert sum(n for n, _ in calls) == views and max(n for n, _ in calls) <= CHUNK_VIEWS
+    assert all(in_pool for _, in_pool in calls) and len(calls) == -(-views // CHUNK_VIEWS)
+    flat = crops.reshape(-1, est.input_size, est.input_size, 3)
+    one_by_one = [original(np.ascontiguousarray(v[None])) for v in np.concatenate([flat, flat[:, :, ::-1]])]
+    want_age = np.stack([a[0] for a, _ in one_by_one]).reshape(2, len(crops), -1, age.shape[1]).mean((0, 2))
+    want_female = np.array([f[0] for _, f in one_by_one]).reshape(2, len(crops), -1).mean((0, 2))
+    np.testing.assert_allclose(age, want_age, atol=1e-5)
+    np.testing.assert_allclose(female, want_female, atol=1e-5)
+    calls.clear()
+    est.predict_batch(crops[:1, 1])  # one face, two views: one chunk per core, not one chunk of two
+    assert [n for n, _ in calls] == [1, 1]

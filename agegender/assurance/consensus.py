@@ -7,9 +7,11 @@ read as 31, the ResNet-50 read a 15-year-old as 44 whom the Lite0 read as 30. Th
 correlated than their estimates, so requiring both to pass stops the outliers of each at smaller buffers than
 either needs alone. The price is time: the ResNet-50 costs about four Lite0s per view.
 
-The pair and its buffers (per threshold and model, chosen together on validation by
-``python -m agegender.evaluation.consensus fit``) live in ``weights/MANIFEST.json`` under
-``"age_check_consensus"``. :class:`ConsensusEstimator` has the calls of :class:`~agegender.Estimator` that the
+The pair, its buffers (per threshold and model, chosen together on validation by
+``python -m agegender.evaluation.consensus fit``) and the test-time views each model runs in the panel live in
+``weights/MANIFEST.json`` under ``"age_check_consensus"``. The views are part of what was validated: a second
+opinion that runs the mirror only (``"views": {"resnet50": "mirror"}``) was measured that way, and runs that way
+whatever the call asks of the first model's views. :class:`ConsensusEstimator` has the calls of :class:`~agegender.Estimator` that the
 age check uses; its Faces are the first model's, with the others' estimates in ``Face.second_opinions``, so
 ``Face.age_check`` (:mod:`agegender.assurance.age_check`) decides for the whole panel.
 """
@@ -24,7 +26,7 @@ from agegender.estimator import Estimator
 from agegender.face import Face
 from agegender.groups import DEFAULT_PRESET, GroupPreset
 from agegender.io.images import ImageInput, load_image
-from agegender.views import ScaleTTA
+from agegender.views import VIEW_SETS, ScaleTTA
 
 MANIFEST_KEY = "age_check_consensus"
 
@@ -46,9 +48,20 @@ def buffers_by_model(policy: Mapping[str, Any]) -> dict[str, dict[int, int]]:
     """``{model: {threshold: buffer}}`` from a policy's ``{"18": {model: buffer}}``."""
     out: dict[str, dict[int, int]] = {m: {} for m in policy["models"]}
     for t, per_model in (policy.get("buffers") or {}).items():
-        for model, b in per_model.items():
+        for model, b in (per_model or {}).items():  # None: no buffers were chosen for t
             if model in out and b is not None:
                 out[model][int(t)] = int(b)
+    return out
+
+
+def panel_views(policy: Mapping[str, Any]) -> dict[str, str]:
+    """``{model: view set}`` (:data:`agegender.views.VIEW_SETS`) of a policy; "validated" where it names none
+    (policies installed before the views were recorded were all measured with each model's own views)."""
+    views = policy.get("views") or {}
+    out = {m: str(views.get(m, "validated")) for m in policy["models"]}
+    unknown = {v for v in out.values() if v not in VIEW_SETS}
+    if unknown:
+        raise ValueError(f"age_check_consensus: unknown views {', '.join(sorted(unknown))}")
     return out
 
 
@@ -77,6 +90,12 @@ class ConsensusEstimator:
                                   min_face_size=min_face_size, **common)]
         # the others never detect: the cheapest detector is loaded only because an Estimator always has one
         self.members += [Estimator(m, detector="short", **common) for m in self.models[1:]]
+        self.views = panel_views(policy)
+        for member in self.members:
+            fixed = VIEW_SETS[self.views[member.model_name]]
+            if self.views[member.model_name] != "validated":  # measured with fewer views: never more than those
+                member.flip_tta = flip_tta and fixed["flip_tta"]
+                member.scale_tta = scale_tta and fixed["scale_tta"]
         for member in self.members:
             if member.calibration is None:
                 raise ValueError(f"{member.model_name} has no calibration: its buffers would vouch for nothing")
@@ -92,15 +111,19 @@ class ConsensusEstimator:
         """The first model's faces, each carrying the others' estimates of the same crop as ``second_opinions``."""
         rgb = load_image(image, bgr=bgr)
         detections = self.primary.detector.detect(rgb)
-        panels = [m.predict_detections(rgb, detections, keep_crops=keep_crops and i == 0, scale_tta=scale_tta)
-                  for i, m in enumerate(self.members)]
+        panels = [m.predict_detections(rgb, detections, keep_crops=keep_crops and i == 0,
+                                       scale_tta=self._scale_tta(m, scale_tta)) for i, m in enumerate(self.members)]
         return _attach(panels)
+
+    def _scale_tta(self, member: Estimator, asked: ScaleTTA | None) -> ScaleTTA | None:
+        """A call's scale views for ``member``: as asked, unless the panel validated it without them."""
+        return asked if member.scale_tta or asked is False else False
 
     def predict_crops(self, faces: Sequence[ImageInput], framing: ChipFraming = "detect",
                       keep_crops: bool = False, scale_tta: ScaleTTA | None = None) -> list[Face]:
         """:meth:`Estimator.predict_crops` for the panel: one framing of each chip, every model on it."""
         framed = self.primary.frame_chips(faces, framing)
-        panels = [m.predict_framed(framed, keep_crops=keep_crops and i == 0, scale_tta=scale_tta)
+        panels = [m.predict_framed(framed, keep_crops=keep_crops and i == 0, scale_tta=self._scale_tta(m, scale_tta))
                   for i, m in enumerate(self.members)]
         return _attach(panels)
 

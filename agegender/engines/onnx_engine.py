@@ -66,10 +66,14 @@ class OnnxEngine:
         self.precision = precision
         self.providers = self.session.get_providers()
         self.split_batches = self.providers[0] == "CPUExecutionProvider"  # a GPU wants the whole batch at once
+        # single-threaded CPU passes: a caller with many images hands them over in chunks, run side by side
+        self.parallel_chunks = self.split_batches and self.threads == 1
 
     def run(self, crops: np.ndarray) -> EngineOutput:
         crops = np.ascontiguousarray(crops, dtype=np.uint8)
-        parts = batch_parts(len(crops), self.threads) if self.split_batches else [slice(None)]
+        # Inside a worker (Estimator.predict_batch hands each worker its own chunk) the chunk is one pass.
+        split = self.split_batches and not thread_policy.in_pool()
+        parts = batch_parts(len(crops), self.threads) if split else [slice(None)]
         if len(parts) == 1:
             return self._run_part(crops)
         outputs = parallel_map(lambda part: self._run_part(crops[part]), parts)

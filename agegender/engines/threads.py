@@ -79,6 +79,11 @@ def _mark_pool_thread() -> None:
     _IN_POOL.active = True
 
 
+def in_pool() -> bool:
+    """True inside one of :func:`parallel_map`'s workers (where a nested ``parallel_map`` runs inline)."""
+    return bool(getattr(_IN_POOL, "active", False))
+
+
 def parallel_map(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
     """``[fn(x) for x in items]`` on the process-wide worker threads, one per core, results in order.
 
@@ -90,7 +95,7 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
     takes an :data:`INFERENCE_SLOTS` slot as well.
     """
     items = list(items)
-    if len(items) <= 1 or concurrent_passes() <= 1 or getattr(_IN_POOL, "active", False):
+    if len(items) <= 1 or concurrent_passes() <= 1 or in_pool():
         return [fn(x) for x in items]
     global _POOL
     with _POOL_LOCK:

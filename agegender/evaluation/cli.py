@@ -17,6 +17,7 @@ from agegender.groups import NUM_AGE_BINS
 from agegender.paths import data_root
 from agegender.evaluation.metrics import NothingToEvaluate
 from agegender.evaluation.samples import Labelled, labelled_folder_images, read_labels_csv
+from agegender.views import view_set_name
 
 
 def _resolve_samples(args: argparse.Namespace) -> tuple[list[Labelled], str]:
@@ -107,7 +108,8 @@ def run_cli(args: argparse.Namespace) -> int:
     tta_words = {"-no-tta": ", no TTA", "-flip-tta": ", flip TTA only", "-scale-tta": ", scale TTA only"}
     title = (f"{estimator.model_name} on {dataset} ({mode}{', chip template' if template else ''}"
              f"{tta_words.get(tta_variant(tta), '')}{', degraded' if degraded else ''})")
-    extra = {"dataset": dataset, "mode": mode}
+    extra = {"dataset": dataset, "mode": mode, "views": view_set_name(**tta),
+             "precision": estimator.engine.describe().get("precision", "float32")}
     if degraded:
         extra["degrade_seed"] = args.degrade
     if mode == "crops":

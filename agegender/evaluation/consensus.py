@@ -35,10 +35,13 @@ MAX_BUFFER = max(pm.BUFFERS)
 
 
 class Panel:
-    """Labelled faces and, per model, the calibrated (age, interval low end) the Estimator reports for them."""
+    """Labelled faces and, per model, the calibrated (age, interval low end) the Estimator reports for them, and
+    the test-time views (:data:`agegender.views.VIEW_SETS`) the model ran to make them."""
 
-    def __init__(self, labels: Split, estimates: dict[str, tuple[np.ndarray, np.ndarray]]):
+    def __init__(self, labels: Split, estimates: dict[str, tuple[np.ndarray, np.ndarray]],
+                 views: dict[str, str] | None = None):
         self.labels, self.estimates = labels, estimates
+        self.views = views or {m: "validated" for m in estimates}
 
     @property
     def models(self) -> list[str]:
@@ -50,6 +53,17 @@ class Panel:
         for model, (age, low) in self.estimates.items():
             ok &= np.asarray(passes(age, low, threshold, buffers[model]), dtype=bool)
         return ok if mask is None else ok[mask]
+
+
+def report_views(folder: Path) -> str:
+    """The views an ``agegender evaluate`` folder was made with: its report's ``views``; reports written before
+    it was recorded say it only in their title."""
+    report = json.loads((folder / "report.json").read_text())
+    if "views" in report.get("extra", {}):
+        return str(report["extra"]["views"])
+    title = report.get("title", "")
+    return ("mirror" if "flip TTA only" in title else "single" if "no TTA" in title
+            else "scales" if "scale TTA only" in title else "validated")
 
 
 def _detected_files(folder: Path) -> list[str]:
@@ -80,8 +94,12 @@ def load_panel(items: Sequence[str], weights_dir: Path | None = None) -> Panel:
         per_model.setdefault(model, []).append((dataset, Path(folder)))
     if len(per_model) < 2:
         raise SystemExit("a consensus needs the predictions of at least two models")
-    labels, estimates, files = None, {}, None
+    labels, estimates, files, views = None, {}, None, {}
     for model, parts in per_model.items():
+        kinds = {report_views(folder) for _, folder in parts}
+        if len(kinds) != 1:
+            raise SystemExit(f"{model}: its folders were made with different test-time views ({', '.join(kinds)})")
+        views[model] = kinds.pop()
         names = [f"{d}/{f}" for d, folder in parts for f in _detected_files(folder)]
         split = combine([load_predictions(folder, d) for d, folder in parts])
         if files is None:
@@ -91,7 +109,7 @@ def load_panel(items: Sequence[str], weights_dir: Path | None = None) -> Panel:
         params, _ = model_settings(model, weights_dir)
         probs, low, _ = apply_calibration(split.probs, params)
         estimates[model] = (np.asarray(expected_age(probs)), low)
-    return Panel(labels, estimates)
+    return Panel(labels, estimates, views)
 
 
 def shift_rows(panel: Panel, own: dict[str, dict[int, int]], threshold: int) -> list[dict[str, Any]]:
@@ -133,7 +151,7 @@ def sliced(panel: Panel, buffers: dict[int, dict[str, int]]) -> dict[str, Any]:
 
 def measure(panel: Panel, own: dict[str, dict[int, int]]) -> dict[str, Any]:
     table = {str(t): shift_rows(panel, own, t) for t in pm.THRESHOLDS}
-    return {"models": panel.models, "n": len(panel.labels), "table": table,
+    return {"models": panel.models, "views": panel.views, "n": len(panel.labels), "table": table,
             "alone": {str(t): _alone(panel, own, t) for t in pm.THRESHOLDS}}
 
 
@@ -145,7 +163,7 @@ def fit(panel: Panel, own: dict[str, dict[int, int]]) -> dict[str, Any]:
         buffers[str(t)] = row["buffers"] if row else None
         shifts[str(t)] = row["shift"] if row else None
     result["choice"] = {
-        "models": panel.models, "buffers": buffers, "shift": shifts, "meets_bar": meets,
+        "models": panel.models, "views": panel.views, "buffers": buffers, "shift": shifts, "meets_bar": meets,
         "own_buffers": {m: {str(t): b for t, b in own[m].items()} for m in panel.models},
         "rule": f"every model passes; each model's own validated buffer minus one shared shift, the largest shift "
                 f"with false pass <= {pm.MAX_FALSE_PASS:.0%} for ages t-{pm.NEAR_BAND}..t-1 (validation, "
@@ -154,6 +172,10 @@ def fit(panel: Panel, own: dict[str, dict[int, int]]) -> dict[str, Any]:
 
 
 def test(panel: Panel, own: dict[str, dict[int, int]], choice: dict[str, Any]) -> dict[str, Any]:
+    chosen_views = {m: choice.get("views", {}).get(m, "validated") for m in panel.models}
+    if panel.views != chosen_views:
+        raise SystemExit(f"the test predictions were made with views {panel.views}, the buffers were chosen with "
+                         f"{chosen_views}: measure what was chosen")
     result = measure(panel, own)
     chosen = {int(t): b for t, b in choice["buffers"].items() if b}
     result["chosen"] = {str(t): pm.rates_of_passes(panel.labels.ages, panel.passed(t, b), t, b[panel.models[0]])
@@ -187,6 +209,7 @@ def install(out: Path, weights_dir: Path | None = None) -> dict[str, Any]:
             raise SystemExit(f"{model} is not bundled")
     manifest = read_manifest(weights_dir)
     manifest[MANIFEST_KEY] = {"models": choice["models"], "buffers": choice["buffers"],
+                              "views": choice.get("views") or {m: "validated" for m in choice["models"]},
                               "meets_bar": choice["meets_bar"], "rule": choice["rule"], "report": REPORT}
     write_manifest(manifest, weights_dir)
     return manifest[MANIFEST_KEY]
