@@ -315,6 +315,18 @@ def test_resnet50_yaml_is_the_imagenet_recipe():
     assert cfg.lr_mult == {"layer3": 0.3}
 
 
+def test_dlib_yaml_starts_from_the_face_weights_with_a_slower_trunk():
+    from train.netconfig import resolve_normalization
+
+    cfg = resolve(["--config", str(REPO_DIR / "train" / "configs" / "dlib_resnet29.yaml")])
+    assert (cfg.backbone, cfg.init, cfg.input_size) == ("dlib_resnet29", "dlib", 150)
+    assert resolve_normalization(cfg.normalization, cfg.init) == "dlib"
+    net = AgeGenderNet(cfg.backbone)
+    rate = {id(p): g["lr_mult"] for g in param_groups(net, cfg.weight_decay, cfg.lr, cfg.lr_mult) for p in g["params"]}
+    assert rate[id(net.backbone.stem.conv.weight)] == rate[id(net.backbone.blocks[13].conv2.scale)] == 0.3
+    assert rate[id(net.age_head.weight)] == rate[id(net.gender_head.bias)] == 1.0
+
+
 @pytest.mark.data
 def test_init_from_an_exported_model_continues_on_a_new_machine(cache, tmp_path):
     """A session commits its export (weights/*.safetensors + manifest); the next one, without runs/, starts from it."""

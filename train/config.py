@@ -59,10 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "optimizer and schedule: fine-tuning; same backbone, any input size")
     model.add_argument("--init", choices=INIT_SOURCES, default="none",
                        help="ResNet-50 ImageNet initialisation: msra (the shared MSRA tensors, v1 layout) or "
-                            "torchvision (its IMAGENET1K_V2 state dict: --init-path FILE.pth, else downloaded)")
+                            "torchvision (its IMAGENET1K_V2 state dict: --init-path FILE.pth, else downloaded); "
+                            "dlib_resnet29: dlib (face recognition, CC0; train/init_dlib.py)")
     model.add_argument("--init-path", type=str, default=None,
                        help="msra: the tensor folder (default $AGEGENDER_DATA/../models/resnet50_imagenet_msra); "
-                            "torchvision: a .pth state dict (default: torch.hub download)")
+                            "torchvision: a .pth state dict (default: torch.hub download); dlib: the face-api "
+                            "npm tarball (default .cache/face-api/vladmandic-face-api-1.7.15.tgz)")
     model.add_argument("--layout", choices=("auto", *LAYOUTS), default="auto",
                        help="ResNet-50 stride placement; auto: v1 with --init msra, else v1.5 (torchvision)")
     model.add_argument("--normalization", choices=("auto", *NORMALIZATIONS), default="auto",

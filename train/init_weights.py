@@ -44,7 +44,7 @@ from agegender.models.registry import CAFFE_MSRA
 from agegender.models.resnet import Bottleneck, ResNet, load_torchvision_state_dict
 from agegender.paths import data_root
 
-INIT_SOURCES = ("none", "msra", "torchvision")
+INIT_SOURCES = ("none", "msra", "torchvision", "dlib")  # dlib: train/init_dlib.py, for dlib_resnet29
 MSRA_FILES = 312
 MSRA_BN_EPS = 1e-5  # Caffe's BatchNorm eps in this model, the same as PyTorch's default
 MSRA_MEAN_FILE = "ResNet_mean.binaryproto.bin"
@@ -77,7 +77,7 @@ class InitReport:
         counts: dict[str, int] = {}
         for name in self.loaded:
             part = name.split(".")[0]
-            part = part if part.startswith("layer") else "stem"
+            part = part if part.startswith("layer") or part in ("blocks", "descriptor") else "stem"
             counts[part] = counts.get(part, 0) + 1
         return counts
 
@@ -232,6 +232,17 @@ def load_torchvision(backbone: ResNet, path: Path | str | None = None) -> InitRe
 # ----------------------------------------------------------------------------------------------------- dispatcher
 def initialise(net: AgeGenderNet, source: str, path: Path | str | None = None) -> InitReport:
     """Load ``source`` weights into ``net``'s backbone (heads stay as AgeGenderNet drew them)."""
+    if source == "dlib" or net.backbone_name == "dlib_resnet29":
+        from agegender.models.registry import DLIB
+        from train.init_dlib import load_dlib
+
+        if source != "dlib" or net.backbone_name != "dlib_resnet29":
+            raise SystemExit("--init dlib is for dlib_resnet29 (and dlib_resnet29 starts from --init dlib)")
+        if net.normalization != DLIB:
+            raise ValueError("dlib's weights expect the dlib normalisation (RGB, 0-255, minus the mean, / 256)")
+        report = load_dlib(net.backbone, path)
+        report.fresh += [f"{head}.{p}" for head in ("age_head", "gender_head") for p in ("weight", "bias")]
+        return report
     if net.backbone_name != "resnet50":
         raise SystemExit(f"--init {source} is for resnet50; {net.backbone_name} uses --pretrained")
     if source == "msra":

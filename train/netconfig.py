@@ -27,9 +27,10 @@ def resolve_layout(backbone: str, layout: str | None, init: str | None) -> str |
 
 
 def resolve_normalization(normalization: str | None, init: str | None) -> str:
-    """``auto``/None → the convention of the initial weights (MSRA: Caffe BGR 0-255 minus mean, else ImageNet)."""
+    """``auto``/None → the convention of the initial weights (MSRA: Caffe BGR 0-255 minus mean; dlib: RGB 0-255
+    minus mean, / 256; else ImageNet)."""
     if normalization in (None, "auto"):
-        return "caffe_msra" if init == "msra" else "imagenet"
+        return {"msra": "caffe_msra", "dlib": "dlib"}.get(init or "", "imagenet")
     if normalization not in NORMALIZATIONS:
         raise SystemExit(f"--normalization must be auto or one of {', '.join(NORMALIZATIONS)}")
     return normalization

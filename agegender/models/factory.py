@@ -12,7 +12,7 @@ from agegender.models.registry import BackboneSpec, registered, registered_names
 
 
 def _load_builtin() -> None:
-    from agegender.models import efficientnet_lite, resnet  # noqa: F401  (they register on import)
+    from agegender.models import dlib_resnet, efficientnet_lite, resnet  # noqa: F401  (they register on import)
 
 
 def list_backbones() -> list[str]:

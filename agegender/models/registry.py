@@ -69,7 +69,9 @@ class Normalization:
 IMAGENET = Normalization(IMAGENET_MEAN, IMAGENET_STD, "RGB", 1.0)
 # The MSRA (Caffe) ResNet-50: BGR, 0-255, minus the per-channel mean of its mean image, no division.
 CAFFE_MSRA = Normalization((103.06, 115.90, 123.15), (1.0, 1.0, 1.0), "BGR", 255.0)
-NORMALIZATIONS: dict[str, Normalization] = {"imagenet": IMAGENET, "caffe_msra": CAFFE_MSRA}
+# dlib's face-recognition network: RGB, 0-255, minus its training set's mean colour, divided by 256.
+DLIB = Normalization((122.782, 117.001, 104.298), (256.0, 256.0, 256.0), "RGB", 255.0)
+NORMALIZATIONS: dict[str, Normalization] = {"imagenet": IMAGENET, "caffe_msra": CAFFE_MSRA, "dlib": DLIB}
 
 
 @dataclass(frozen=True)
@@ -80,21 +82,25 @@ class BackboneSpec:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     description: str = ""
+    default_normalization: Normalization | None = None
 
     @property
     def normalization(self) -> Normalization:
         """The default input convention (weights that record their own override it)."""
-        return Normalization(self.mean, self.std, "RGB", 1.0)
+        return self.default_normalization or Normalization(self.mean, self.std, "RGB", 1.0)
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
 
 
-def register_backbone(name: str, input_size: int, description: str = ""):
-    """Decorator for a factory ``fn(pretrained: bool = False, input_size: int = ...) -> nn.Module``."""
+def register_backbone(name: str, input_size: int, description: str = "",
+                      normalization: Normalization | None = None):
+    """Decorator for a factory ``fn(pretrained: bool = False, input_size: int = ...) -> nn.Module``;
+    ``normalization``: the input convention of its pretrained weights where it is not ImageNet's."""
 
     def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _REGISTRY[name] = BackboneSpec(name=name, factory=factory, input_size=input_size, description=description)
+        _REGISTRY[name] = BackboneSpec(name=name, factory=factory, input_size=input_size, description=description,
+                                       default_normalization=normalization)
         return factory
 
     return wrap
