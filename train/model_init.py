@@ -45,6 +45,8 @@ def build_model(cfg: argparse.Namespace, log: logging.Logger, is_main: bool = Tr
                 (Path(cfg.out) / "init_report.json").write_text(json.dumps(report.as_dict(), indent=1) + "\n")
         cfg.pretrained = True
         return net
+    if cfg.pretrained is None and cfg.init_from and not cfg.resume:
+        cfg.pretrained = False  # a fine-tune's weights come from its parent (init_from), not from ImageNet
     if cfg.pretrained is None:
         try:
             net = AgeGenderNet(cfg.backbone, dropout=cfg.dropout, pretrained=True, **kwargs)
