@@ -8,11 +8,10 @@ The network runs in an *engine* (:mod:`agegender.engines`): onnxruntime where th
 Faces go to the engine in groups of ``FACES_PER_CALL`` and every group's views (and mirrors) in forward passes of at
 most ``MAX_FORWARD_BATCH`` images, each pass's input built just before it runs: a photo with hundreds of faces
 never holds more than one group's crops and one pass's input per core in memory (single-threaded onnxruntime
-passes, the default on CPUs: chunks of ``CHUNK_VIEWS`` queued at once, one worker per core taking the next). On the 2-core CPU onnxruntime ran
-EfficientNet-Lite0 at 3.0–3.3 ms per 160 px image in passes of 6–16 and 3.9 ms in passes of 32. An ``Estimator``
-may be shared by threads (a Streamlit server, a video callback): MediaPipe calls are serialised by the
-detector's lock, engines are stateless, and concurrent forward passes queue on one process-wide semaphore
-(:mod:`agegender.engines.threads`).
+passes, the default on CPUs: chunks of ``CHUNK_VIEWS`` queued at once, one worker per core taking the next:
+docs/performance.md). An ``Estimator`` may be shared by threads (a Streamlit server, a video callback): MediaPipe
+calls are serialised by the detector's lock, engines are stateless, and concurrent forward passes queue on one
+process-wide semaphore (:mod:`agegender.engines.threads`).
 """
 
 from __future__ import annotations

@@ -11,9 +11,10 @@ The pair, its buffers (per threshold and model, chosen together on validation by
 ``python -m agegender.evaluation.consensus fit``) and the test-time views each model runs in the panel live in
 ``weights/MANIFEST.json`` under ``"age_check_consensus"``. The views are part of what was validated: a second
 opinion that runs the mirror only (``"views": {"resnet50": "mirror"}``) was measured that way, and runs that way
-whatever the call asks of the first model's views. :class:`ConsensusEstimator` has the calls of :class:`~agegender.Estimator` that the
-age check uses; its Faces are the first model's, with the others' estimates in ``Face.second_opinions``, so
-``Face.age_check`` (:mod:`agegender.assurance.age_check`) decides for the whole panel.
+whatever the call asks of the first model's views. :class:`ConsensusEstimator` has the calls of
+:class:`~agegender.Estimator` that the age check uses; its Faces are the first model's, with the others' estimates
+in ``Face.second_opinions``, so ``Face.age_check`` (:mod:`agegender.assurance.age_check`) decides for the whole
+panel.
 """
 
 from __future__ import annotations
