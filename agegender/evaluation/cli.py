@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from agegender.cli.options import tta_options, tta_variant
+from agegender.cli.options import VIEW_SET_TITLES, tta_options, tta_variant
 from agegender.evaluation.datasets import SETS, read_split
 from agegender.groups import NUM_AGE_BINS
 from agegender.paths import data_root
@@ -105,9 +105,8 @@ def run_cli(args: argparse.Namespace) -> int:
     degraded = "" if args.degrade is None else "-degraded" + (f"{args.degrade}" if args.degrade else "")
     variant = mode + ("-template" if template else "") + tta_variant(tta) + degraded
     out_dir = Path(args.out or f"reports/eval-{estimator.model_name}-{dataset}-{variant}")
-    tta_words = {"-no-tta": ", no TTA", "-flip-tta": ", flip TTA only", "-scale-tta": ", scale TTA only"}
     title = (f"{estimator.model_name} on {dataset} ({mode}{', chip template' if template else ''}"
-             f"{tta_words.get(tta_variant(tta), '')}{', degraded' if degraded else ''})")
+             f"{VIEW_SET_TITLES[view_set_name(**tta)]}{', degraded' if degraded else ''})")
     extra = {"dataset": dataset, "mode": mode, "views": view_set_name(**tta),
              "precision": estimator.engine.describe().get("precision", "float32")}
     if degraded:

@@ -61,9 +61,10 @@ def report_views(folder: Path) -> str:
     report = json.loads((folder / "report.json").read_text())
     if "views" in report.get("extra", {}):
         return str(report["extra"]["views"])
+    from agegender.cli.options import VIEW_SET_TITLES
+
     title = report.get("title", "")
-    return ("mirror" if "flip TTA only" in title else "single" if "no TTA" in title
-            else "scales" if "scale TTA only" in title else "validated")
+    return next((name for name, words in VIEW_SET_TITLES.items() if words and words in title), "validated")
 
 
 def _detected_files(folder: Path) -> list[str]:
