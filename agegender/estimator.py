@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -34,7 +35,7 @@ from agegender.engines.threads import concurrent_passes, parallel_map
 from agegender.face import Face
 from agegender.groups import DEFAULT_PRESET, GroupPreset, age_interval, expected_age, get_preset
 from agegender.io.images import ImageInput, load_image
-from agegender.views import SCALE_TTA_CONTEXTS, ScaleTTA, combine_lazy, resolve, scale_trigger
+from agegender.views import SCALE_TTA_CONTEXTS, ScaleTTA, combine_lazy, outer_views, resolve, scale_trigger
 
 MAX_FORWARD_BATCH = 16  # images per forward pass (see the module docstring)
 CHUNK_VIEWS = 8  # images per single-threaded pass when chunks run side by side (see predict_batch)
@@ -70,20 +71,16 @@ class Estimator:
         ``"bundled"`` (verified file from ``weights/``; an error if none is bundled for ``model``), a path to a
         ``.safetensors`` or exported ``.onnx`` file, or ``None`` for an *untrained*, randomly initialised network (tests only; warns).
     flip_tta:
-        Also run every crop mirrored and average the two distributions (on by default). Faces are nearly
-        symmetric, so the mirror is a second, slightly different view that cancels part of the network's noise:
-        on the validation splits it lowered the MAE of the bundled EfficientNet-Lite0 by 0.07 (UTKFace) and 0.10
-        years (All-Age-Faces), for twice the network time (detection and cropping are unchanged).
+        Also run every crop mirrored and average the two distributions (on by default): faces are nearly
+        symmetric, so the mirror is a second, slightly different view that cancels part of the network's noise
+        (:mod:`agegender.views` has the validation figures), for twice the network time.
     scale_tta:
-        Also crop every face 10 % tighter and 10 % looser (:data:`SCALE_TTA_CONTEXTS`) and average the three views
-        (each with its mirror under ``flip_tta``; on by default). The detector's box wobbles by about that much
-        from photo to photo, so a model that has seen each face at three framings depends less on one box. On the
-        validation splits (selected by combined MAE, like the training stages) it lowered the MAE of the bundled
-        EfficientNet-Lite0 on UTKFace val crops from 4.46 to 4.42 (±5 68.0 → 68.7 %) and on All-Age-Faces val
-        photos from 5.32 to 5.20, for about three times the network time. ``True`` (default) follows the model's
-        view policy chosen on validation (:mod:`agegender.views`: the scale views only for faces the network is
-        unsure of, where the manifest says so; else always); ``"all"`` always runs them; ``False`` never (the
-        live camera turns them off per call).
+        Also crop every face 10 % tighter and 10 % looser (:data:`SCALE_TTA_CONTEXTS`) and average the views (on by
+        default): the detector's box wobbles by about that much from photo to photo, so a face seen at three
+        framings depends less on one box (validation: docs/performance.md). ``True`` (default) follows the model's
+        view policy chosen on validation (:mod:`agegender.views`: scale views only for the faces the network is
+        unsure of, where the manifest says so; else always); ``"all"`` always runs all six views; ``False`` never
+        (the live camera turns them off per call).
     calibrate:
         Apply the calibration stored beside the bundled weights (manifest ``"calibration"``, fitted on validation
         with default TTA: :mod:`agegender.assurance.calibration`) to ``age_probs`` and the 80 % interval (default on).
@@ -124,6 +121,7 @@ class Estimator:
         self.engine, self.weights_info, self.trained = loaded.engine, loaded.weights_info, loaded.trained
         self.engine_name = self.engine.name
         self.scale_trigger = scale_trigger(self.weights_info)  # the model's validated view policy (agegender.views)
+        self.outer_views = outer_views(self.weights_info)
         self.input_size = int(self.engine.input_size)
         cal = self.weights_info.get("calibration")
         self.calibration = Calibration.from_dict(cal) if calibrate and cal else None
@@ -194,13 +192,13 @@ class Estimator:
         return self._faces([(f.image, f.detection) for f in framed], [f.reported for f in framed], keep_crops,
                            self._trigger(scale_tta))
 
-    def predict_batch(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict_batch(self, crops: np.ndarray, mirror: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Raw model outputs for crops already at ``input_size``, uint8 RGB: (age_probs, p_female) per face.
 
         ``crops`` is (N, S, S, 3), or (N, V, S, S, 3) for V views of each face (scale TTA) whose probabilities are
         averaged. With ``flip_tta`` every view's mirror is run too (2·N·V images: all views first, then all
         mirrors, in forward passes of at most ``MAX_FORWARD_BATCH``, or chunks of ``CHUNK_VIEWS`` side by side,
-        each pass's input built just before it runs) and averaged in."""
+        each pass's input built just before it runs) and averaged in; ``mirror=False`` skips the mirrors."""
         crops = np.asarray(crops)
         n, v = len(crops), (crops.shape[1] if crops.ndim == 5 else 1)
         if n == 0:
@@ -208,7 +206,7 @@ class Estimator:
         views = crops.reshape(-1, *crops.shape[-3:])
         if views.dtype != np.uint8:
             views = np.clip(np.rint(views), 0, 255).astype(np.uint8)
-        passes = 2 if self.flip_tta else 1
+        passes = 2 if (self.flip_tta if mirror is None else mirror) else 1
         total = len(views) * passes
 
         def run(index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -238,11 +236,13 @@ class Estimator:
         if not sources:
             return []
         middle = [crop_face(image, det, size=self.input_size, context=1.0) for image, det in sources]
+        alternate = self.flip_tta and self.outer_views == "alternate"  # two scale views (agegender.views)
         parts = []
         for i in range(0, len(sources), FACES_PER_CALL):
             chunk = sources[i:i + FACES_PER_CALL]
             parts.append(combine_lazy(self.predict_batch, np.stack(middle[i:i + FACES_PER_CALL]), trigger,
-                                      lambda faces, chunk=chunk: self._crops([chunk[j] for j in faces], OUTER)))
+                                      lambda faces, chunk=chunk: self._crops([chunk[j] for j in faces], OUTER),
+                                      partial(self.predict_batch, mirror=False) if alternate else None))
         age_probs = np.concatenate([a for a, _ in parts])
         p_female = np.concatenate([f for _, f in parts])
         if self.calibration is not None:
@@ -291,7 +291,7 @@ class Estimator:
                 "detector": self.detector_mode, "groups": self.preset.name, "device": self.device,
                 "engine": self.engine.describe(),
                 "flip_tta": self.flip_tta, "scale_tta": self.scale_tta,
-                "scale_trigger_std_years": self.scale_trigger,
+                "scale_trigger_std_years": self.scale_trigger, "outer_views": self.outer_views,
                 "weights": self.weights_info}
 
     def close(self) -> None:

@@ -1,15 +1,22 @@
 """Which test-time views of a face the network runs, and how their outputs are combined.
 
-Every face is run as the calibrated crop and its mirror (``flip_tta``). Scale TTA adds the crop zoomed in and out by
-10 % (:data:`SCALE_TTA_CONTEXTS`, each mirrored too): on validation it is worth about 0.06 years of MAE, for three
-times the network time. Most of that gain comes from the faces the network is unsure of, so a model's manifest entry
-may carry a *view policy* chosen on validation (``python -m agegender.evaluation.tta_views``, issue 30):
+Every face is run as the calibrated crop and its mirror (``flip_tta``; on the validation splits the mirror lowered
+the MAE of an earlier bundled EfficientNet-Lite0 by 0.07 years on UTKFace and 0.10 on All-Age-Faces). Scale TTA adds
+the crop zoomed in and out by 10 % (:data:`SCALE_TTA_CONTEXTS`, each mirrored too): on validation it is worth about
+0.06 years of MAE, for three times the network time. Most of that gain comes from the faces the network is unsure
+of, so a model's manifest entry may carry a *view policy* chosen on validation (``python -m
+agegender.evaluation.tta_views``, issue 30):
 
 ``{"test_time_views": {"scale_views": "adaptive", "trigger_std_years": 6.0, ...}}``: run the two flip views first,
 and the four scale views only for faces whose flip-averaged age distribution is wider than ``trigger_std_years``
 (standard deviation, uncalibrated). Such a face gets exactly the average of all six views, the others the flip
 average. For the bundled EfficientNet-Lite0 this kept the pooled validation MAE within 0.02 years of all six views
 on clean and on degraded faces, with about a third fewer network passes. A model without a policy runs every view.
+
+``"outer_views": "alternate"`` halves what an unsure face costs: of the four scale views it runs the tighter crop as
+it is and the looser one mirrored (both framings and both orientations still appear once), weighted as the four
+would be (the mirror pair once, the outer views twice). Validation, not symmetry, decides whether that is enough
+(docs/performance.md, *Which test-time views earn their cost*); without ``flip_tta`` there are no mirrors to skip.
 """
 
 from __future__ import annotations
@@ -55,6 +62,17 @@ def scale_trigger(entry: Mapping[str, Any] | None) -> float | None:
     return None
 
 
+OUTER_VIEWS = ("all", "alternate")
+
+
+def outer_views(entry: Mapping[str, Any] | None) -> str:
+    """Which scale views an unsure face gets under the entry's policy: ``"all"`` four, ``"alternate"`` two."""
+    kind = ((entry or {}).get("test_time_views") or {}).get("outer_views", "all")
+    if kind not in OUTER_VIEWS:
+        raise ValueError(f"unknown outer_views {kind!r} (one of {', '.join(OUTER_VIEWS)})")
+    return kind
+
+
 def resolve(scale_tta: ScaleTTA, trigger: float | None) -> float | None:
     """The trigger to use for a call: 0 = every scale view, None = none, else the validated threshold.
 
@@ -85,9 +103,12 @@ def combine(run: Runner, views: np.ndarray, trigger: float | None) -> tuple[np.n
 
 
 def combine_lazy(run: Runner, middle: np.ndarray, trigger: float | None,
-                 outer: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+                 outer: Callable[[np.ndarray], np.ndarray],
+                 run_outer: Runner | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`combine` for faces whose outer framings are cropped only when needed: ``middle`` is (N, S, S, 3), and
     ``outer(faces)`` returns the (len(faces), 2, S, S, 3) tighter and looser crops of the faces at those indices.
+    ``run_outer`` (a runner that adds no mirrors) asks for the ``"alternate"`` views of the faces over the trigger:
+    the tighter crop as it is and the looser one mirrored.
 
     Why lazily: with the adaptive policy most faces never need their outer framings, and cropping them (two
     warps per face) was wasted work on every photo."""
@@ -99,7 +120,10 @@ def combine_lazy(run: Runner, middle: np.ndarray, trigger: float | None,
     age_probs, p_female = run(middle)
     more = np.flatnonzero(distribution_std(age_probs) > trigger)
     if len(more):
-        age_outer, female_outer = run(outer(more))
+        crops = outer(more)
+        if run_outer is not None:
+            crops = np.stack([crops[:, 0], crops[:, 1, :, ::-1]], axis=1)
+        age_outer, female_outer = (run_outer or run)(crops)
         # the same weights as averaging all views: the middle counts once, the two outer views twice
         age_probs[more] = (age_probs[more] + 2 * age_outer) / 3
         p_female[more] = (p_female[more] + 2 * female_outer) / 3

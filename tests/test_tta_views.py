@@ -31,3 +31,18 @@ def test_adaptive_policy_spends_scale_views_only_where_the_mirror_disagrees():
     assert policies["full"]["mae"] == round((130 / 3 - 30) / 2, 4) and policies["full"]["views_per_face"] == 6.0
     assert policies["adaptive 3 y"] == {"mae": 0.0, "views_per_face": 4.0}  # face 2 disagrees by 20 years
     assert result["choice"] == "flip"  # cheapest within 0.02 years of full (here better than full)
+
+
+def test_alternate_policy_runs_two_scale_views_weighted_like_four():
+    # one unsure face (flip 20/40: spread 10 years) whose tighter crop says 30 and whose mirrored looser crop says
+    # 36; the other views of the looser/tighter crops (50) are what the alternate policy never runs.
+    outputs = np.stack([face([30, 20, 50, 50, 40, 36]), face([30, 30, 30, 30, 30, 30])])
+    outputs[0, :, -1] = [0.8, 0.6, 0.0, 0.0, 0.6, 0.8]  # P(female): the views it runs say female
+    outputs[1, :, -1] = 0.2  # the sure face is a man
+    ages, genders = np.array([31.0, 30.0]), np.array([1, 0])
+    policies = score(outputs, ages, genders)["policies"]
+    # (flip + 2 · mean(view 0, view 5)) / 3 = (30 + 2 · 33) / 3 = 32 for the unsure face; 30 for the sure one
+    assert policies["adaptive-alt-std 5 y"] == {"mae": 0.5, "views_per_face": 3.0, "gender_acc": 1.0}
+    # all four scale views: (30 + 2 · (30 + 50 + 50 + 36) / 4) / 3 = 37.67, and P(female) (0.6 + 2 · 0.4) / 3 < 0.5
+    assert policies["adaptive-std 5 y"]["mae"] == round((37 + 2 / 3 - 31) / 2, 4)
+    assert policies["adaptive-std 5 y"]["views_per_face"] == 4.0 and policies["adaptive-std 5 y"]["gender_acc"] == 0.5

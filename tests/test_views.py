@@ -11,7 +11,7 @@ import pytest
 from agegender import Estimator
 from agegender.crops.align import crop_face
 from agegender.evaluation.tta_views import app_policy, choose
-from agegender.views import SCALE_TTA_CONTEXTS, combine, distribution_std, resolve, scale_trigger
+from agegender.views import SCALE_TTA_CONTEXTS, combine, distribution_std, outer_views, resolve, scale_trigger
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +43,10 @@ def test_policy_in_the_manifest_is_read_strictly():
     assert resolve(True, 6.0) == 6.0 and resolve("validated", 6.0) == 6.0
     assert resolve("all", 6.0) == 0.0 and resolve(True, None) == 0.0
     assert resolve(False, 6.0) is None and resolve(True, math.inf) is None
+    assert outer_views(None) == "all" and outer_views({"test_time_views": {"scale_views": "all"}}) == "all"
+    assert outer_views({"test_time_views": {"scale_views": "adaptive", "outer_views": "alternate"}}) == "alternate"
+    with pytest.raises(ValueError, match="outer_views"):
+        outer_views({"test_time_views": {"outer_views": "some"}})
 
 
 def test_adaptive_views_give_each_face_all_views_or_the_mirror_pair(bundled, two_faces):
@@ -80,6 +84,8 @@ def test_estimator_follows_the_models_policy_and_runs_fewer_views(bundled, astro
     monkeypatch.setattr(bundled.engine, "run", counting)
     monkeypatch.setattr(bundled, "_crops", counting_outer)
     assert bundled.scale_trigger == scale_trigger(bundled.weights_info)
+    assert bundled.outer_views == outer_views(bundled.weights_info)
+    monkeypatch.setattr(bundled, "outer_views", "all")  # the four scale views (the alternate two: the next test)
     monkeypatch.setattr(bundled, "scale_trigger", 1000.0)  # nobody is that unsure: the mirror pair only
     sure = bundled.predict(astronaut)
     assert sum(calls) == 2 and outer_crops == []  # nor are its outer framings cropped
@@ -94,6 +100,41 @@ def test_estimator_follows_the_models_policy_and_runs_fewer_views(bundled, astro
     assert sure[0].age != pytest.approx(every[0].age, abs=1e-3)
     with pytest.raises(ValueError, match="scale_tta"):
         Estimator(scale_tta="sometimes")
+
+
+def test_alternate_outer_views_run_the_tighter_crop_and_the_mirrored_looser_crop(bundled, astronaut, monkeypatch):
+    """``"outer_views": "alternate"``: an unsure face costs 2 + 2 views, (mirror pair + 2 · the two outer views) / 3,
+    while ``scale_tta="all"`` still runs all six."""
+    batches: list[np.ndarray] = []
+    real = bundled.engine.run
+
+    def recording(batch):
+        batches.append(batch.copy())
+        return real(batch)
+
+    det = bundled.detect(astronaut)[1][0]
+    tight, middle, loose = (crop_face(astronaut, det, size=bundled.input_size, context=c) for c in SCALE_TTA_CONTEXTS)
+    six_age, _ = real(np.stack([tight, middle, loose, tight[:, ::-1], middle[:, ::-1], loose[:, ::-1]]))
+    monkeypatch.setattr(bundled, "outer_views", "alternate")
+    monkeypatch.setattr(bundled, "scale_trigger", 0.001)
+    monkeypatch.setattr(bundled, "calibration", None)
+    monkeypatch.setattr(bundled.engine, "run", recording)
+    face = bundled.predict(astronaut)[0]
+    seen = np.concatenate(batches)
+    assert len(seen) == 4
+    for view in (middle, middle[:, ::-1], tight, loose[:, ::-1]):
+        assert any(np.array_equal(view, s) for s in seen)
+    weighted = (six_age[[1, 4]].mean(0) + 2 * six_age[[0, 5]].mean(0)) / 3
+    assert face.age == pytest.approx(float(weighted @ np.arange(len(weighted))), abs=1e-4)
+    batches.clear()
+    every = bundled.predict(astronaut, scale_tta="all")[0]
+    assert sum(map(len, batches)) == 6
+    assert every.age == pytest.approx(float(six_age.mean(0) @ np.arange(six_age.shape[1])), abs=1e-4)
+    monkeypatch.setattr(bundled, "flip_tta", False)  # no mirrors at all: the two outer crops as they are
+    batches.clear()
+    bundled.predict(astronaut)
+    seen = np.concatenate(batches)
+    assert len(seen) == 3 and any(np.array_equal(loose, s) for s in seen)
 
 
 def report(maes: dict[str, float], views: dict[str, float], degraded: bool = False) -> dict:
@@ -113,3 +154,5 @@ def test_choice_needs_every_report_and_a_policy_the_app_runs():
                            "adaptive-std 8 y": 4.7}, views)]) == "full"
     assert app_policy("adaptive-std 6 y") == {"scale_views": "adaptive", "trigger_std_years": 6.0}
     assert app_policy("flip") == {"scale_views": "none"} and app_policy("adaptive 1 y") is None
+    assert app_policy("adaptive-alt-std 5 y") == {"scale_views": "adaptive", "trigger_std_years": 5.0,
+                                                  "outer_views": "alternate"}
