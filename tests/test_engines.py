@@ -156,7 +156,8 @@ def test_an_onnx_file_runs_as_user_weights(astronaut):
     _bundled("efficientnet_lite0")
     graph, _ = onnx_entry(model_entry("efficientnet_lite0")[0])
     est = Estimator(model="efficientnet_lite0", weights=WEIGHTS_DIR / graph, detector="short")
-    ref = Estimator(detector="short", calibrate=False, precision="float32")  # a user file: no calibration, float32
+    # a user file: no calibration, float32, and no validated view policy (all six views)
+    ref = Estimator(detector="short", calibrate=False, precision="float32", scale_tta="all")
     try:
         assert est.engine_name == "onnx" and est.input_size == ref.input_size == 160
         np.testing.assert_allclose(est.predict(astronaut)[0].age_probs, ref.predict(astronaut)[0].age_probs, atol=1e-9)
