@@ -48,10 +48,15 @@ def view_set_name(flip_tta: bool, scale_tta: bool) -> str:
     return next(name for name, s in VIEW_SETS.items() if s == {"flip_tta": bool(flip_tta), "scale_tta": bool(scale_tta)})
 
 
+def view_policy(entry: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """A manifest entry's ``"test_time_views"`` ({} where it has none)."""
+    return (entry or {}).get("test_time_views") or {}
+
+
 def scale_trigger(entry: Mapping[str, Any] | None) -> float | None:
     """The validated trigger (years of age-distribution std) in a manifest entry: None where the entry has no
     policy or says ``"all"`` (every view), infinity where it says ``"none"`` (validation found them worthless)."""
-    policy = (entry or {}).get("test_time_views") or {}
+    policy = view_policy(entry)
     kind = policy.get("scale_views", "all")
     if kind == "none":
         return math.inf
@@ -67,7 +72,7 @@ OUTER_VIEWS = ("all", "alternate")
 
 def outer_views(entry: Mapping[str, Any] | None) -> str:
     """Which scale views an unsure face gets under the entry's policy: ``"all"`` four, ``"alternate"`` two."""
-    kind = ((entry or {}).get("test_time_views") or {}).get("outer_views", "all")
+    kind = view_policy(entry).get("outer_views", "all")
     if kind not in OUTER_VIEWS:
         raise ValueError(f"unknown outer_views {kind!r} (one of {', '.join(OUTER_VIEWS)})")
     return kind
