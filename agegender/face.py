@@ -1,17 +1,20 @@
-"""The per-face result object returned by :class:`agegender.Estimator`."""
+"""The per-face result object returned by :class:`agegender.Estimator`, and its assembly from the model's outputs."""
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from agegender.groups import GroupPreset, age_interval, expected_age
 from agegender.groups import p_at_least as _p_at_least
 
 if TYPE_CHECKING:
     from agegender.assurance.age_check import AgeDecision
+    from agegender.detection.boxes import Detection
 
 
 @dataclass
@@ -86,3 +89,32 @@ class Face:
         if include_age_probs:
             out["age_probs"] = [round(float(p), 6) for p in self.age_probs]
         return out
+
+
+def faces_from_outputs(detections: "Sequence[Detection]", age_probs: np.ndarray, p_female: np.ndarray,
+                       preset: GroupPreset, intervals: tuple[np.ndarray, np.ndarray] | None = None,
+                       crops: Sequence[np.ndarray] | None = None, **common: Any) -> list[Face]:
+    """One :class:`Face` per detection from the (possibly calibrated) age distributions and P(female).
+
+    ``intervals`` are the calibrated 80 % bounds where the model has a calibration (the conformal interval fitted
+    on validation, :mod:`agegender.assurance.calibration`), else each distribution's own central 80 %. ``common``
+    holds the fields every face of the call shares (``calibrated``, ``validated_buffers``, ``model``)."""
+    ages = expected_age(age_probs)
+    group_values = age_probs @ preset.matrix
+    faces = []
+    for i, det in enumerate(detections):
+        if intervals is not None:
+            low, high = float(intervals[0][i]), float(intervals[1][i])
+        else:
+            low, high = age_interval(age_probs[i], 0.8)
+        # The mean of a skewed or two-peaked distribution can lie outside its central 80 % (e.g. 95 % at 28 and
+        # 5 % at 100: mean 31.6, interval 28-28); widen the interval to contain the reported age.
+        low, high = min(low, float(math.floor(ages[i] + 1e-6))), max(high, float(math.ceil(ages[i] - 1e-6)))
+        faces.append(Face(
+            box=tuple(int(round(v)) for v in det.box), score=float(det.score),
+            keypoints=np.asarray(det.keypoints, dtype=np.float32),
+            age=float(ages[i]), age_low=low, age_high=high, age_probs=age_probs[i],
+            groups=OrderedDict(zip(preset.labels, map(float, group_values[i]))),
+            gender="female" if p_female[i] >= 0.5 else "male", p_female=float(p_female[i]),
+            index=i + 1, crop=None if crops is None else crops[i], **common))
+    return faces

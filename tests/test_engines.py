@@ -232,8 +232,8 @@ def test_precision_choice():
 
 def test_predict_batch_queues_chunks_that_each_run_as_one_pass(engines, astronaut, monkeypatch):
     """With single-threaded onnx passes, Estimator.predict_batch queues every chunk of at most CHUNK_VIEWS views
-    at once on the per-core workers; each chunk is one session run (not split again), every view and mirror runs
-    once, and the averages equal the views run one by one."""
+    at once on the per-core workers, a multiple of the workers of near-equal size; each chunk is one session run (not
+    split again), every view and mirror runs once, and the averages equal the views run one by one."""
     from agegender.engines import threads
     from agegender.estimator import CHUNK_VIEWS
 
@@ -248,8 +248,10 @@ def test_predict_batch_queues_chunks_that_each_run_as_one_pass(engines, astronau
     monkeypatch.setattr(est.engine, "_run_part", lambda x: calls.append((len(x), threads.in_pool())) or original(x))
     age, female = est.predict_batch(crops)
     views = crops.size // (est.input_size**2 * 3) * 2  # every framing and its mirror
-    assert sum(n for n, _ in calls) == views and max(n for n, _ in calls) <= CHUNK_VIEWS
-    assert all(in_pool for _, in_pool in calls) and len(calls) == -(-views // CHUNK_VIEWS)
+    workers = threads.concurrent_passes()
+    sizes = [n for n, _ in calls]
+    assert sum(sizes) == views and max(sizes) <= CHUNK_VIEWS and max(sizes) - min(sizes) <= 1
+    assert all(in_pool for _, in_pool in calls) and len(calls) == workers * -(-views // (workers * CHUNK_VIEWS))
     flat = crops.reshape(-1, est.input_size, est.input_size, 3)
     one_by_one = [original(np.ascontiguousarray(v[None])) for v in np.concatenate([flat, flat[:, :, ::-1]])]
     want_age = np.stack([a[0] for a, _ in one_by_one]).reshape(2, len(crops), -1, age.shape[1]).mean((0, 2))
@@ -259,3 +261,9 @@ def test_predict_batch_queues_chunks_that_each_run_as_one_pass(engines, astronau
     calls.clear()
     est.predict_batch(crops[:1, 1])  # one face, two views: one chunk per core, not one chunk of two
     assert [n for n, _ in calls] == [1, 1]
+    calls.clear()
+    import agegender.estimator as estimator_module
+
+    monkeypatch.setattr(estimator_module, "concurrent_passes", lambda: 2)
+    est.predict_batch(np.repeat(crops[:1, 1], 14, axis=0))  # 28 views: 7 + 7 + 7 + 7, no worker left idle at the end
+    assert sorted(n for n, _ in calls) == [7, 7, 7, 7]

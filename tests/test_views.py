@@ -156,3 +156,29 @@ def test_choice_needs_every_report_and_a_policy_the_app_runs():
     assert app_policy("flip") == {"scale_views": "none"} and app_policy("adaptive 1 y") is None
     assert app_policy("adaptive-alt-std 5 y") == {"scale_views": "adaptive", "trigger_std_years": 5.0,
                                                   "outer_views": "alternate"}
+
+
+def test_a_policy_kept_by_hand_is_installed_with_its_reason_and_numbers(tmp_path, monkeypatch, capsys):
+    """``--keep`` installs a policy other than the rule's choice only with a reason, and records the reports' numbers."""
+    import json
+    import shutil
+
+    import agegender.weights as weights
+    from agegender.evaluation import tta_views
+
+    shutil.copy(weights.WEIGHTS_DIR / "MANIFEST.json", tmp_path / "MANIFEST.json")
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
+    views = {"full": 6.0, "flip": 2.0, "adaptive-std 6 y": 3.5, "adaptive-alt-std 5 y": 3.2}
+    clean = report({"full": 4.60, "flip": 4.66, "adaptive-std 6 y": 4.615, "adaptive-alt-std 5 y": 4.63}, views)
+    paths = [tmp_path / "clean.json"]
+    paths[0].write_text(json.dumps(clean))
+    args = ["--choose", str(paths[0]), "--install", "--keep", "adaptive-alt-std 5 y"]
+    with pytest.raises(SystemExit):  # no reason given
+        tta_views.main(args)
+    with pytest.raises(SystemExit):  # a policy the app cannot run
+        tta_views.main(["--choose", str(paths[0]), "--install", "--keep", "adaptive 1 y", "--why", "speed"])
+    assert tta_views.main(args + ["--why", "kept for speed"]) == 0
+    assert "efficientnet_lite0: adaptive-std 6 y" in capsys.readouterr().out  # the rule's choice is still said
+    entry = weights.model_entry("efficientnet_lite0", tmp_path)[1]["test_time_views"]
+    assert entry["policy"] == "adaptive-alt-std 5 y" and entry["outer_views"] == "alternate"
+    assert entry["rule"] == "kept for speed" and entry["validation"]["clean"]["mae"] == 4.63

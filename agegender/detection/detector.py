@@ -286,8 +286,8 @@ class FaceDetector:
             for x0 in _tile_origins(w, tile, self.tile_overlap):
                 x1, y1 = min(w, x0 + tile), min(h, y0 + tile)
                 crop = rgb[y0:y1, x0:x1]
-                if min(crop.shape[:2]) < MIN_TILE_SIDE or _flat(crop):
-                    continue  # no face fits in a sliver, and none hides in a flat area (margins, black bars)
+                if min(crop.shape[:2]) < MIN_TILE_SIDE:
+                    continue  # no face fits in a sliver; a flat tile (margins, black bars) is skipped by its worker
                 out.append(_Pass("full", f"tiles {tile}", crop, x0, y0, keep=_uncut_in_tile(x0, y0, x1, y1, w, h)))
         return out
 

@@ -148,7 +148,10 @@ def choose(reports: list[dict[str, Any]], tolerance: float = 0.02) -> str:
     return min(ok, key=lambda n: (np.mean([r["policies"][n]["views_per_face"] for r in reports]), n))
 
 
-def install(model: str, name: str, paths: list[Path], reports: list[dict[str, Any]]) -> str:
+RULE = "the cheapest policy the app runs within 0.02 years of all six views on every validation report"
+
+
+def install(model: str, name: str, paths: list[Path], reports: list[dict[str, Any]], rule: str = RULE) -> str:
     """Write the chosen policy into ``model``'s manifest entry, with the validation numbers behind it."""
     from agegender.weights import model_entry, read_manifest, write_manifest
 
@@ -157,8 +160,7 @@ def install(model: str, name: str, paths: list[Path], reports: list[dict[str, An
         raise SystemExit(f"no bundled weights for {model!r} in the manifest")
     manifest = read_manifest()
     manifest["files"][found[0]]["test_time_views"] = {
-        **app_policy(name), "policy": name,
-        "rule": "the cheapest policy the app runs within 0.02 years of all six views on every validation report",
+        **app_policy(name), "policy": name, "rule": rule,
         "validation": {_report_key(r):
                        {"mae": r["policies"][name]["mae"], "mae_all_views": r["policies"]["full"]["mae"],
                         "views_per_face": r["policies"][name]["views_per_face"], "faces": r["faces"]}
@@ -185,13 +187,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--choose", type=Path, nargs="+", metavar="REPORT",
                         help="choose from these reports (no network run) instead")
     parser.add_argument("--install", action="store_true", help="with --choose: into the model's manifest entry")
+    parser.add_argument("--keep", metavar="POLICY", help="with --choose --install: install this policy instead of "
+                        "the rule's choice, with --why recorded as its rule (e.g. a policy kept for speed)")
+    parser.add_argument("--why", default=None, help="with --keep: the reason recorded in the manifest")
     args = parser.parse_args(argv)
     if args.choose:
         reports = [json.loads(p.read_text()) for p in args.choose]
         name = choose(reports)
         print(f"{reports[0]['model']}: {name}")
+        if args.keep:
+            if app_policy(args.keep) is None or args.keep not in reports[0]["policies"] or not args.why:
+                parser.error("--keep needs a policy the app runs, scored in the reports, and --why")
+            for r in reports:
+                p = r["policies"][args.keep]
+                print(f"  kept {args.keep} ({_report_key(r)}): MAE {p['mae']:.4f} vs all views "
+                      f"{r['policies']['full']['mae']:.4f}, {p['views_per_face']:.2f} views per face")
+            name = args.keep
         if args.install:
-            print(f"installed in {install(reports[0]['model'], name, args.choose, reports)}")
+            print(f"installed in {install(reports[0]['model'], name, args.choose, reports, args.why or RULE)}")
         return 0
     est = Estimator(model=args.model, calibrate=False)
     try:
