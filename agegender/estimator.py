@@ -40,7 +40,7 @@ from agegender.views import SCALE_TTA_CONTEXTS, ScaleTTA, combine_lazy, outer_vi
 MAX_FORWARD_BATCH = 16  # images per forward pass (see the module docstring)
 CHUNK_VIEWS = 8  # images per single-threaded pass when chunks run side by side (see predict_batch)
 OUTER = (SCALE_TTA_CONTEXTS[0], SCALE_TTA_CONTEXTS[-1])  # the tighter and the looser framing of scale TTA
-FACES_PER_CALL = 32  # faces cropped and sent to the engine at once (bounds memory: ~7 MB of crops; fewer rounds than 16)
+FACES_PER_CALL = 32  # faces cropped and sent to the engine at once (bounds memory: ~7 MB of crops per round)
 NUM_AGE_BINS = 101
 
 

@@ -204,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['policies']['full']['mae']:.4f}, {p['views_per_face']:.2f} views per face")
             name = args.keep
         if args.install:
-            print(f"installed in {install(reports[0]['model'], name, args.choose, reports, args.why or RULE)}")
+            rule = args.why if args.keep else RULE  # a reason is recorded only for a policy kept by hand
+            print(f"installed in {install(reports[0]['model'], name, args.choose, reports, rule)}")
         return 0
     est = Estimator(model=args.model, calibrate=False)
     try:
