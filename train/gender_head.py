@@ -47,7 +47,7 @@ from agegender.views import SCALE_TTA_CONTEXTS, distribution_std, scale_trigger
 from agegender.weights import model_entry
 
 from .onnx_export import INPUT_NAME
-from .quantize import labelled_face
+from .validation_views import labelled_face
 
 TRAIN_DEGRADE_SEED = 1  # the evaluation's degraded copies use seed 0
 PENALTIES = (1e-5, 1e-4, 1e-3, 1e-2)

@@ -1,7 +1,8 @@
 """int8 static quantization (QDQ) of a bundled model, and the validation that decides whether to bundle it.
 
     python -m train.quantize --model-file agegender_efficientnet_lite0.safetensors [--calibration 256]
-        [--keep-float PREFIX ...] [--method minmax|percentile|entropy] [--out artifacts/quantize] [--bundle]
+        [--keep-float PREFIX ...] [--method minmax|percentile|entropy] [--reduce-range] [--weight-type uint8]
+        [--out artifacts/quantize] [--bundle]
 
 1. The float32 graph (weights stored in float32: the quantizer needs them) is pre-processed with onnxruntime's
    ``quant_pre_process`` and quantized with ``quantize_static`` (QDQ, per-channel int8 weights, uint8
@@ -14,15 +15,16 @@
    and their speed at batch 8, are written to ``--out/<stem>.json``.
 3. ``--bundle`` copies the int8 graph into ``weights/`` and registers it only if it passes the project's
    accuracy rule: combined val MAE rises ≤ 0.03 years and gender accuracy falls ≤ 0.2 points. Speed is not part
-   of the rule because it depends on the CPU, not on the graph: int8 is several times slower than float32 without
-   an int8 dot-product instruction (AVX2) and faster with VNNI/AMX. ``precision="auto"`` decides that on each
-   machine (:mod:`agegender.engines.precision`); the speed measured here is recorded with the CPU it came from.
+   of the rule because it depends on the CPU, not on the graph; ``precision="auto"`` decides it on each machine
+   (:mod:`agegender.engines.precision`); the speed measured here is recorded with the CPU it came from.
 
 Accuracy is measured three ways: float32, int8 on this CPU's kernels, and int8 *emulated* (the QDQ graph run
 unfused: what the VNNI/AMX kernels compute). On a CPU without VNNI the two int8 figures differ: onnxruntime's
 u8s8 kernels there (``VPMADDUBSW``) saturate their int16 pair sums, which VNNI's ``VPDPBUSD`` does not. Since
 ``precision="auto"`` only ever runs int8 on CPUs with VNNI, AMX or Arm's dot product, the rule reads the emulated
-figure on other CPUs and this CPU's own figure where it has such an instruction.
+figure on other CPUs and this CPU's own figure where it has such an instruction. onnxruntime's two remedies for
+CPUs without VNNI, ``--reduce-range`` and ``--weight-type uint8``, were measured on an AVX2 EPYC in session 24
+(docs/performance.md) and are not bundled: the first costs accuracy, the second speed.
 """
 
 from __future__ import annotations
@@ -38,68 +40,19 @@ from typing import Sequence
 
 import numpy as np
 
-from agegender.crops.chips import frame_chip, main_face
-from agegender.evaluation.datasets import read_split
 from agegender.detection.detector import FaceDetector
-from agegender.estimator import SCALE_TTA_CONTEXTS
-from agegender.crops.align import crop_face
 from agegender.groups import expected_age
 from agegender.engines.precision import int8_instructions
-from agegender.io.images import load_image
 from agegender.models import AgeGenderNet, net_options
 from agegender.paths import REPO_DIR, WEIGHTS_DIR
 from agegender.weights import load_state_dict, onnx_entry, read_manifest, register_file
 
 from .onnx_export import INPUT_NAME, OUTPUT_NAMES, export_onnx_bytes
+from .validation_views import cpu_name, split_views
 
 MAX_MAE_RISE, MAX_GENDER_DROP = 0.03, 0.002
 CALIBRATION_METHODS = {"minmax": lambda m: m.MinMax, "percentile": lambda m: m.Percentile,
                        "entropy": lambda m: m.Entropy}
-
-
-def labelled_face(rgb: np.ndarray, detector: FaceDetector, chip: bool):
-    """(image, detection) of the labelled face as the app frames it (a chip framed as in training; a photo: its
-    main face), or None for a photo without a face."""
-    if chip:
-        framed = frame_chip(rgb, detector)
-        return framed.image, framed.detection
-    det = main_face(detector.detect(rgb), rgb.shape)
-    return None if det is None else (rgb, det)
-
-
-def face_views(path: Path, detector: FaceDetector, size: int, chip: bool) -> np.ndarray | None:
-    """(3, S, S, 3) crops of the labelled face (chips framed as in training; photos: their main face)."""
-    found = labelled_face(load_image(path), detector, chip)
-    if found is None:
-        return None
-    image, det = found
-    return np.stack([crop_face(image, det, size=size, context=c) for c in SCALE_TTA_CONTEXTS])
-
-
-def split_views(split: str, size: int, detector: FaceDetector, limit: int | None = None):
-    """Views, ages and genders of every sample of ``dataset:split`` (photos without a face are skipped)."""
-    dataset, part = split.split(":")
-    samples = read_split(dataset, part)
-    if limit:
-        samples = samples[:: max(1, len(samples) // limit)][:limit]
-    views, ages, genders = [], [], []
-    for s in samples:
-        v = face_views(s.path(), detector, size, chip=dataset == "utkface")
-        if v is not None:
-            views.append(v)
-            ages.append(s.age)
-            genders.append(s.gender)
-    return np.stack(views), np.array(ages, np.float64), np.array(genders)
-
-
-def cpu_name() -> str:
-    """The CPU model a speed figure came from (``/proc/cpuinfo``; elsewhere what ``platform`` knows)."""
-    import platform
-
-    info = Path("/proc/cpuinfo")
-    lines = info.read_text(errors="replace").splitlines() if info.exists() else []
-    names = [line.partition(":")[2].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else (platform.processor() or platform.machine())
 
 
 def session(model: bytes | str, threads: int = 2, emulate: bool = False):
@@ -143,11 +96,15 @@ def ms_per_view(sess, size: int, batch: int = 8, repeats: int = 15) -> float:
 
 
 def quantize(fp32_bytes: bytes, calibration: np.ndarray, out: Path, keep_float: Sequence[str] = (),
-             method: str = "minmax") -> Path:
+             method: str = "minmax", reduce_range: bool = False, weight_type: str = "int8") -> Path:
     """QDQ int8 graph of ``fp32_bytes`` at ``out``; nodes whose names start with one of ``keep_float`` (e.g.
     ``/net/layer4/``) stay float32 besides the heads, for a model whose accuracy needs some layers at full precision.
     ``method`` is onnxruntime's activation-range calibration: ``minmax`` (the observed range), ``percentile``
-    (99.999 % of it: a rare outlier no longer widens the 8-bit step of every other value) or ``entropy``."""
+    (99.999 % of it: a rare outlier no longer widens the 8-bit step of every other value) or ``entropy``.
+    ``reduce_range``: 7-bit weights (onnxruntime's remedy for CPUs without VNNI): with |w| ≤ 64 and uint8
+    activations, a pair sum of ``VPMADDUBSW`` stays within int16 (2 · 255 · 64 < 32768), so AVX2's u8s8 kernels no
+    longer saturate; the price is half the weight resolution. ``weight_type`` ``uint8`` (with uint8 activations:
+    onnxruntime's U8U8 kernels) is its other remedy: no saturation at full resolution, on slower kernels."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -182,7 +139,9 @@ def quantize(fp32_bytes: bytes, calibration: np.ndarray, out: Path, keep_float: 
         heads += input_normalisation(graph)
         quantize_static(str(prep), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         nodes_to_exclude=heads, calibrate_method=CALIBRATION_METHODS[method](CalibrationMethod),
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QUInt8 if weight_type == "uint8" else QuantType.QInt8,
+                        reduce_range=reduce_range)
     return out
 
 
@@ -230,6 +189,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="node-name prefixes that stay float32 as well as the heads, e.g. /net/layer4/")
     parser.add_argument("--method", choices=sorted(CALIBRATION_METHODS), default="minmax",
                         help="activation-range calibration (default: minmax)")
+    parser.add_argument("--reduce-range", action="store_true",
+                        help="7-bit weights: no int16 saturation in AVX2's u8s8 kernels (CPUs without VNNI)")
+    parser.add_argument("--weight-type", choices=("int8", "uint8"), default="int8",
+                        help="uint8: onnxruntime's U8U8 kernels, which do not saturate on CPUs without VNNI")
     args = parser.parse_args(argv)
 
     entry = read_manifest()["files"][args.model_file]
@@ -244,14 +207,17 @@ def main(argv: list[str] | None = None) -> None:
                             split_views("all_age_faces:train", size, detector, args.calibration // 4)[0]])
     calib = calib.reshape(-1, size, size, 3)
     calib = np.concatenate([calib, calib[:, :, ::-1]])  # the mirrors the engine sees too
-    stem = Path(args.model_file).stem
-    int8_path = quantize(fp32, calib, args.out / f"{stem}.int8.onnx", args.keep_float, args.method)
+    stem = (Path(args.model_file).stem + (".reduce-range" if args.reduce_range else "")
+            + (".u8u8" if args.weight_type == "uint8" else ""))
+    int8_path = quantize(fp32, calib, args.out / f"{stem}.int8.onnx", args.keep_float, args.method,
+                         args.reduce_range, args.weight_type)
     print(f"quantized on {len(calib)} training views in {time.time() - t0:.0f} s -> {int8_path}")
     sessions = {"float32": session(fp32), "int8": session(str(int8_path)),
                 "int8_emulated": session(str(int8_path), emulate=True)}
     report: dict = {"model_file": args.model_file, "calibration_views": int(len(calib)),
                     "kept_float": ["input normalisation", "heads", *args.keep_float],
-                    "calibration_method": args.method, "splits": {}}
+                    "calibration_method": args.method, "reduce_range": args.reduce_range,
+                    "weight_type": args.weight_type, "splits": {}}
     totals = {k: [0.0, 0.0, 0] for k in sessions}  # |error| sum, correct genders, n
     for split in ("utkface:val", "all_age_faces:val"):
         views, ages, genders = split_views(split, size, detector, args.val_limit)
