@@ -22,11 +22,11 @@ from agegender.models import AgeGenderNet
 from agegender.paths import REPO_DIR, WEIGHTS_DIR, data_root
 from train import checkpoint
 from train.aflw import FRACTIONS, NAME, SPLITS_DIR, make_splits, read_labels
-from train.augment import augment, eval_transform, train_transform
+from train.augment import augment, augment_applied, eval_transform, train_transform
 from train.config import parse_lr_mult, resolve
 from train.distributed import Dist
 from train.init_weights import default_msra_dir
-from train.losses import AgeGenderLoss
+from train.losses import AgeGenderLoss, decade_weights
 from train.parts import matched_part, param_groups
 from train.train import Trainer, main
 
@@ -394,3 +394,49 @@ def test_wild_augmentation_degrades_the_chosen_share_and_is_seeded(astronaut):
     assert np.median(shares[1.0]) != pytest.approx(np.median(shares[0.0]), rel=0.2), shares
     assert np.mean(shares[0.5] < np.percentile(shares[0.0], 10)) > 0.15
     assert np.mean(shares[1.0] < np.percentile(shares[0.0], 10)) > np.mean(shares[0.5] < np.percentile(shares[0.0], 10))
+
+
+def test_augment_applied_names_the_steps_that_ran(astronaut):
+    """The flag behind ``--balance-scope degraded``: WildDegradation is reported exactly when it ran, and the
+    image is the one ``augment`` gives for the same seed."""
+    face = cv2.resize(np.ascontiguousarray(astronaut[0:250, 100:350]), (200, 200), interpolation=cv2.INTER_AREA)
+    for p, expected in ((0.0, {False}), (1.0, {True}), (0.5, {False, True})):
+        transform = train_transform(200, 160, "wild", degrade_probability=p)
+        flags = set()
+        for seed in range(12):
+            image, applied = augment_applied(transform, face.copy(), seed)
+            assert np.array_equal(image, augment(transform, face.copy(), seed))
+            assert "RandomResizedCrop" in applied  # every sample is cropped
+            flags.add("WildDegradation" in applied)
+        assert flags == expected, p
+
+
+def test_balance_on_degraded_samples_only():
+    """Only the samples marked degraded (and with an age) take the decade weights; the rest keep weight 1."""
+    loss = AgeGenderLoss(balance_weights=decade_weights(np.array([25] * 90 + [75] * 10)))
+    ages, genders = torch.tensor([25, 75, 75, -1]), torch.tensor([0, 1, 0, 1])
+    _, _, everywhere = loss.targets(ages, genders)
+    _, _, degraded_only = loss.targets(ages, genders, torch.tensor([False, True, False, True]))
+    assert everywhere[1] > 1 > everywhere[0] and everywhere[3] == 1
+    assert degraded_only.tolist() == pytest.approx([1.0, float(everywhere[1]), 1.0, 1.0])
+
+
+@pytest.mark.data
+def test_a_run_balanced_on_degraded_samples_passes_the_flags(cache, tmp_path, monkeypatch):
+    """``--balance --balance-scope degraded`` hands the loss one flag per sample (True for about the chosen share);
+    without the wild policy nothing would be degraded, so it is refused."""
+    seen: list[torch.Tensor] = []
+    targets = AgeGenderLoss.targets
+
+    def spy(self, ages, genders, balanced=None):
+        seen.append(balanced)
+        return targets(self, ages, genders, balanced)
+
+    monkeypatch.setattr(AgeGenderLoss, "targets", spy)
+    args = RESNET + ["--cache", str(cache), "--max-steps", "3", "--epochs", "1", "--balance",
+                     "--balance-scope", "degraded", "--aflw-train"]
+    with pytest.raises(SystemExit, match="--augment wild"):
+        main(args + ["--out", str(tmp_path / "standard")])
+    main(args + ["--out", str(tmp_path / "wild"), "--augment", "wild", "--degrade-probability", "0.5"])
+    assert len(seen) == 3 and all(s is not None and s.dtype == torch.bool and len(s) == 8 for s in seen)
+    assert 0 < int(sum(s.sum() for s in seen)) < 24

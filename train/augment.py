@@ -37,6 +37,7 @@ def train_transform(cache_size: int, input_size: int, policy: str = "standard",
     scale = ((CROP_SIDE[0] * cache_size / window) ** 2, (CROP_SIDE[1] * cache_size / window) ** 2)
     if scale[1] * CROP_ASPECT[1] > 1.0:
         raise ValueError("CROP_WINDOW is too small for the largest crop")
+    # save_applied_params: which steps ran on a sample (``augment_applied``), e.g. whether it was degraded.
     return A.Compose([
         # Rotate the whole cached crop first, so replicated borders fall mostly outside the part we keep.
         A.Rotate(limit=ROTATE_DEGREES, border_mode=cv2.BORDER_REPLICATE, p=0.5),
@@ -48,7 +49,7 @@ def train_transform(cache_size: int, input_size: int, policy: str = "standard",
         # One occluder (hand, mask, sunglasses-sized) filled with a random flat colour.
         A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.15, 0.35), hole_width_range=(0.15, 0.35),
                         fill="random_uniform", p=0.25),
-    ])
+    ], save_applied_params=True)
 
 
 def photometric(policy: str = "standard", degrade_probability: float = 0.5) -> list:
@@ -132,9 +133,17 @@ def eval_transform(cache_size: int, context: float, input_size: int) -> A.Compos
 def augment(transform: A.Compose, image: np.ndarray, seed: int | None = None) -> np.ndarray:
     """Apply ``transform``; with ``seed``, from a fresh generator shared by all its steps (one stream of draws —
     ``Compose.set_random_seed`` would give every step the *same* seed and correlate their coin flips)."""
+    return augment_applied(transform, image, seed)[0]
+
+
+def augment_applied(transform: A.Compose, image: np.ndarray,
+                    seed: int | None = None) -> tuple[np.ndarray, frozenset[str]]:
+    """:func:`augment`, plus the class names of the steps that ran (a ``Compose`` built with
+    ``save_applied_params``; empty otherwise): a sample's loss can then depend on how it was augmented."""
     if seed is not None:
         transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
-    return transform(image=image)["image"]
+    out = transform(image=image)
+    return out["image"], frozenset(name for name, _ in out.get("applied_transforms", ()))
 
 
 class Normalize(torch.nn.Module):

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     loss.add_argument("--gender-weight", type=float, default=1.0, help="loss = age + this × gender")
     loss.add_argument("--balance", action=argparse.BooleanOptionalAction, default=False,
                       help="weight samples by inverse frequency of their age decade")
+    loss.add_argument("--balance-scope", choices=("all", "degraded"), default="all",
+                      help="which samples --balance weighs: all, or only those the wild policy degraded (a flatter "
+                           "age prior where the picture says little, the natural one on clean faces)")
     loss.add_argument("--distill-weight", type=float, default=0.0, metavar="WEIGHT",
                       help="add WEIGHT x CE(bundled Lite0's TTA age distribution, prediction) to the age loss; "
                            "targets from python -m train.distill; 0 = off")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .augment import augment
+from .augment import augment_applied
 
 DEFAULT_CONTEXT = 1.25  # what train.preprocess uses when its preprocess.json is missing
 
@@ -80,9 +80,11 @@ def with_teacher(split: CropSplit, path: Path) -> CropSplit:
 class _Crops(Dataset):
     """Crops of several splits, concatenated; the memory maps are opened on first access in each process."""
 
-    def __init__(self, splits: list[CropSplit], transform: A.Compose):
+    def __init__(self, splits: list[CropSplit], transform: A.Compose, mark_degraded: bool = False):
         self.splits = splits
         self.transform = transform
+        # Append whether the wild generator degraded the sample (a bool), for ``--balance-scope degraded``.
+        self.mark_degraded = mark_degraded
         self.offsets = np.cumsum([0] + [len(s) for s in splits])
         self._maps: list[np.ndarray] | None = None
         self.distill = any(s.teacher is not None for s in splits)
@@ -99,21 +101,24 @@ class _Crops(Dataset):
         part = int(np.searchsorted(self.offsets, index, side="right") - 1)
         split, row = self.splits[part], index - int(self.offsets[part])
         crop = np.array(self._maps[part][split.rows[row]])  # a writable copy, not a view of the read-only map
-        image = np.ascontiguousarray(augment(self.transform, crop, seed))
-        sample = (torch.from_numpy(image).permute(2, 0, 1), int(split.ages[row]), int(split.genders[row]))
-        if not self.distill:
-            return sample
-        # Faces without teacher targets (AFLW) get zeros: no distillation loss (the loss is linear in the target).
-        teacher = split.teacher[row] if split.teacher is not None else np.zeros(102, np.float32)
-        return (*sample, torch.from_numpy(np.asarray(teacher, np.float32)))
+        image, applied = augment_applied(self.transform, crop, seed)
+        sample = (torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), int(split.ages[row]),
+                  int(split.genders[row]))
+        if self.distill:
+            # Faces without teacher targets (AFLW) get zeros: no distillation loss (the loss is linear in the target).
+            teacher = split.teacher[row] if split.teacher is not None else np.zeros(102, np.float32)
+            sample = (*sample, torch.from_numpy(np.asarray(teacher, np.float32)))
+        if self.mark_degraded:
+            sample = (*sample, "WildDegradation" in applied)
+        return sample
 
 
 class TrainCrops(_Crops):
     """Training crops, indexed by ``(index, epoch)`` from :class:`EpochSampler`; each is augmented with a seed
     derived from (run seed, epoch, index)."""
 
-    def __init__(self, splits: list[CropSplit], transform: A.Compose, seed: int):
-        super().__init__(splits, transform)
+    def __init__(self, splits: list[CropSplit], transform: A.Compose, seed: int, mark_degraded: bool = False):
+        super().__init__(splits, transform, mark_degraded)
         self.seed = seed
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, int]:

@@ -85,13 +85,19 @@ class AgeGenderLoss(torch.nn.Module):
         logits = -0.5 * ((self.bins[None, :] - ages[:, None]) / self.age_sigma) ** 2
         return torch.softmax(logits, dim=1) * labelled  # truncated at 0 and 100, renormalised
 
-    def targets(self, ages: torch.Tensor, genders: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(age distributions (B, 101), smoothed P(female) (B,), sample weights (B,))."""
+    def targets(self, ages: torch.Tensor, genders: torch.Tensor,
+                balanced: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(age distributions (B, 101), smoothed P(female) (B,), sample weights (B,)).
+
+        ``balanced`` (B,) bool: which samples take the decade weights (default: all). With only the degraded ones,
+        the network can learn a flatter age prior for pictures that say little and keep the natural one for clean
+        faces, where re-weighting every sample cost run 1 0.29 years of clean MAE (docs/wild-photos.md)."""
         gender = genders.float() * (1.0 - self.gender_smoothing) + 0.5 * self.gender_smoothing
         if self.balance is None:
             weight = torch.ones_like(gender)
         else:  # faces without an age label keep weight 1
-            weight = torch.where(ages >= 0, self.balance[age_decade(ages)], torch.ones_like(gender))
+            take = ages >= 0 if balanced is None else (ages >= 0) & balanced.bool()
+            weight = torch.where(take, self.balance[age_decade(ages)], torch.ones_like(gender))
         return self.age_targets(ages), gender, weight
 
     def forward(self, age_logits: torch.Tensor, gender_logit: torch.Tensor, age_target: torch.Tensor,

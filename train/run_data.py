@@ -54,8 +54,12 @@ def build_run_data(cfg: argparse.Namespace, ctx: Dist, log: logging.Logger) -> R
     crop = train_splits[0].crop_size
     if any(s.crop_size != crop for s in train_splits + val_splits + gender_train + gender_val):
         raise SystemExit(f"{cache}: the sets were cached at different crop sizes; rebuild it with one --size")
+    by_degradation = cfg.balance and cfg.balance_scope == "degraded"
+    if by_degradation and cfg.augment != "wild":
+        raise SystemExit("--balance-scope degraded needs --augment wild (the policy that degrades samples)")
     train_set = TrainCrops(train_splits + gender_train, train_transform(crop, cfg.input_size, cfg.augment,
-                                                                           cfg.degrade_probability), cfg.seed)
+                                                                           cfg.degrade_probability), cfg.seed,
+                           mark_degraded=by_degradation)
     sampler = EpochSampler(train_set, ctx.world_size, ctx.rank, cfg.seed)
     steps_per_epoch = sampler.num_samples // cfg.batch_size
     if steps_per_epoch == 0:

@@ -159,13 +159,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def train_step(self, images: torch.Tensor, ages: torch.Tensor, genders: torch.Tensor,
-                   teacher: torch.Tensor | None = None) -> torch.Tensor:
-        """One optimizer step; returns the detached (total, age, gender) losses."""
+                   teacher: torch.Tensor | None = None, degraded: torch.Tensor | None = None) -> torch.Tensor:
+        """One optimizer step; returns the detached (total, age, gender) losses. ``degraded``: which samples the
+        wild policy degraded (``--balance-scope degraded``: only they take the decade weights)."""
         device = self.ctx.device
         self.freezer.before_step(self.step, self.log.info)
         images = images.to(device, non_blocking=True).float()
-        age_t, gender_t, weight = self.loss_fn.targets(ages.to(device, non_blocking=True),
-                                                       genders.to(device, non_blocking=True))
+        age_t, gender_t, weight = self.loss_fn.targets(
+            ages.to(device, non_blocking=True), genders.to(device, non_blocking=True),
+            None if degraded is None else degraded.to(device, non_blocking=True))
         extra = () if teacher is None else (teacher.to(device, non_blocking=True),)  # 101 age bins + P(female)
         if self.cfg.mixup > 0:
             # Mixing raw pixels equals mixing normalised ones (normalisation is affine, λ + (1 - λ) = 1).
@@ -203,8 +205,10 @@ class Trainer:
             bar = tqdm(self.data.train_loader, total=self.steps_per_epoch, initial=self.epoch_step,
                        disable=not ctx.is_main, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
                        leave=False, mininterval=1.0 if sys.stderr.isatty() else 60.0)
-            for batch in bar:
-                losses = self.train_step(*batch)
+            for images, ages, genders, *rest in bar:
+                teacher = rest.pop(0) if self.data.train_set.distill else None
+                degraded = rest.pop(0) if self.data.train_set.mark_degraded else None
+                losses = self.train_step(images, ages, genders, teacher, degraded)
                 sums[:3] += losses.double()
                 sums[3] += 1
                 if self.step % LOG_EVERY == 0:
