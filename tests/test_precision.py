@@ -235,6 +235,18 @@ def test_quantize_makes_an_int8_graph_that_agrees_with_float32(tmp_path, astrona
     assert len(unsigned) == len(full) and all(w.dtype == np.uint8 for w in unsigned)
 
 
+@pytest.mark.parametrize("variant", [["--reduce-range"], ["--weight-type", "uint8"]])
+def test_quantize_refuses_to_bundle_a_measurement_variant(variant, capsys):
+    """The engine runs one int8 graph per model (for CPUs with an int8 dot product); the remedies for CPUs without
+    one are measured, never registered beside it."""
+    pytest.importorskip("torch")
+    from train.quantize import main
+
+    with pytest.raises(SystemExit):
+        main(["--model-file", "agegender_efficientnet_lite0.safetensors", *variant, "--bundle"])
+    assert "not to bundle" in capsys.readouterr().err
+
+
 def test_cli_precision_option_and_info(tmp_path, astronaut):
     import json
     import subprocess

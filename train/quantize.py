@@ -194,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weight-type", choices=("int8", "uint8"), default="int8",
                         help="uint8: onnxruntime's U8U8 kernels, which do not saturate on CPUs without VNNI")
     args = parser.parse_args(argv)
+    if args.bundle and (args.reduce_range or args.weight_type != "int8"):  # one int8 graph per model, for VNNI/AMX
+        parser.error("--reduce-range and --weight-type uint8 make graphs to measure, not to bundle")
 
     entry = read_manifest()["files"][args.model_file]
     size = int(entry["input_size"])
