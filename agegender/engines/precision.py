@@ -2,12 +2,11 @@
 
 Why not always int8, or never: onnxruntime's int8 kernels are only exact and reliably fast where the CPU has an
 int8 dot-product instruction (x86 AVX-512 VNNI, AVX-VNNI or AMX; Arm's dot-product extension). Without one, its
-u8s8 kernels saturate int16 pair sums (the session-17 Lite0 graph lost 0.20 years of validation MAE on an AVX2
-EPYC) and were several times *slower* there (2.24 → 10.24 ms per view); on the Zen 3 EPYC of session 24 the
-bundled graph ran faster (3.21 against 4.27 ms), but onnxruntime's remedies for the saturation failed there: 7-bit
-weights cost 0.09 years and 0.36 points of gender, uint8 weights ran 16x slower (docs/performance.md). Cloud
-machines and recent laptops mostly have VNNI; small shared ones often do not. So the choice is made per machine,
-in two steps:
+u8s8 kernels saturate int16 pair sums: on AVX2 EPYCs the Lite0 graphs lost 0.20 years of validation MAE (session
+17) and 0.36 points of gender (session 24), and onnxruntime's remedies failed too (7-bit weights: +0.09 years,
+−0.36 points; uint8 weights: 16x slower). Speed there varies: several times *slower* than float32 on session 17's
+EPYC (2.24 → 10.24 ms per view), 1.3–1.6x faster on session 24's Zen 3 (docs/performance.md). Cloud machines and
+recent laptops mostly have VNNI; small shared ones often do not. So the choice is made per machine, in two steps:
 
 1. :func:`int8_instructions` reads the CPU's flags (``/proc/cpuinfo`` on Linux). No dot-product instruction →
    float32, and the int8 graph is never even loaded (no start-up cost).
