@@ -85,23 +85,28 @@ def _bundled_int8(model: str) -> str:
     return found[0]
 
 
-def _raw_face(model: str, graph_precision: str, astronaut: np.ndarray) -> tuple[np.ndarray, float]:
-    """The astronaut's uncalibrated age distribution and P(female) from a bundled graph over the default views
-    (three framings, each mirrored, averaged as the engine averages them). The int8 graph runs unfused (quantize,
-    dequantize, float convolution): the integer arithmetic that VNNI/AMX/dotprod kernels compute exactly."""
-    import onnxruntime as ort
-
+def _astronaut_views(model: str, astronaut: np.ndarray) -> np.ndarray:
+    """The astronaut's face at the three default framings, at the model's input size (the engine adds mirrors)."""
     from agegender.crops.align import crop_face
     from agegender.detection.detector import FaceDetector
     from agegender.estimator import SCALE_TTA_CONTEXTS
-    from agegender.weights import verified_bytes
 
-    name, entry = onnx_entry(model_entry(model)[0], precision=graph_precision)
-    size = int(entry["input_size"])
+    size = int(model_entry(model)[1]["input_size"])
     detector = FaceDetector("short")
     (det,) = detector.detect(astronaut)
     detector.close()
-    views = np.stack([crop_face(astronaut, det, size=size, context=c) for c in SCALE_TTA_CONTEXTS])
+    return np.stack([crop_face(astronaut, det, size=size, context=c) for c in SCALE_TTA_CONTEXTS])
+
+
+def _raw_face(model: str, graph_precision: str, views: np.ndarray) -> tuple[np.ndarray, float]:
+    """The uncalibrated age distribution and P(female) of a bundled graph over ``views`` and their mirrors,
+    averaged as the engine averages them. The int8 graph runs unfused (quantize, dequantize, float convolution):
+    the integer arithmetic that VNNI/AMX/dotprod kernels compute exactly."""
+    import onnxruntime as ort
+
+    from agegender.weights import verified_bytes
+
+    name, _ = onnx_entry(model_entry(model)[0], precision=graph_precision)
     options = ort.SessionOptions()
     if graph_precision == "int8":
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -117,7 +122,8 @@ def test_bundled_int8_graph_agrees_with_float32(model, astronaut):
     why ``auto`` never runs int8 there), so the graph's own arithmetic is checked emulated, against float32."""
     _bundled_int8(model)
     if not precision.int8_instructions():
-        (fp32_probs, fp32_female), (int8_probs, int8_female) = (_raw_face(model, p, astronaut)
+        views = _astronaut_views(model, astronaut)
+        (fp32_probs, fp32_female), (int8_probs, int8_female) = (_raw_face(model, p, views)
                                                                 for p in ("float32", "int8"))
         bins = np.arange(len(fp32_probs))
         assert (int8_female >= 0.5) == (fp32_female >= 0.5)
