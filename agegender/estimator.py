@@ -35,7 +35,8 @@ from agegender.engines.threads import concurrent_passes, parallel_map
 from agegender.face import Face, faces_from_outputs
 from agegender.groups import DEFAULT_PRESET, GroupPreset, get_preset
 from agegender.io.images import ImageInput, load_image
-from agegender.views import SCALE_TTA_CONTEXTS, ScaleTTA, combine_lazy, outer_views, resolve, scale_trigger
+from agegender.views import (SCALE_TTA_CONTEXTS, ScaleTTA, combine_lazy, gender_margin, outer_views, resolve,
+                             scale_trigger)
 
 MAX_FORWARD_BATCH = 16  # images per forward pass (see the module docstring)
 CHUNK_VIEWS = 8  # images per single-threaded pass when chunks run side by side (see predict_batch)
@@ -122,6 +123,7 @@ class Estimator:
         self.engine_name = self.engine.name
         self.scale_trigger = scale_trigger(self.weights_info)  # the model's validated view policy (agegender.views)
         self.outer_views = outer_views(self.weights_info)
+        self.gender_margin = gender_margin(self.weights_info)
         self.input_size = int(self.engine.input_size)
         cal = self.weights_info.get("calibration")
         self.calibration = Calibration.from_dict(cal) if calibrate and cal else None
@@ -248,7 +250,8 @@ class Estimator:
             chunk = sources[i:i + FACES_PER_CALL]
             parts.append(combine_lazy(self.predict_batch, np.stack(middle[i:i + FACES_PER_CALL]), trigger,
                                       lambda faces, chunk=chunk: self._crops([chunk[j] for j in faces], OUTER),
-                                      partial(self.predict_batch, mirror=False) if alternate else None))
+                                      partial(self.predict_batch, mirror=False) if alternate else None,
+                                      self.gender_margin))
         age_probs = np.concatenate([a for a, _ in parts])
         p_female = np.concatenate([f for _, f in parts])
         intervals = None
@@ -272,7 +275,8 @@ class Estimator:
                 "detector": self.detector_mode, "groups": self.preset.name, "device": self.device,
                 "engine": self.engine.describe(),
                 "flip_tta": self.flip_tta, "scale_tta": self.scale_tta,
-                "scale_trigger_std_years": self.scale_trigger, "outer_views": self.outer_views,
+                "scale_trigger_std_years": self.scale_trigger, "scale_trigger_gender_margin": self.gender_margin,
+                "outer_views": self.outer_views,
                 "weights": self.weights_info}
 
     def close(self) -> None:

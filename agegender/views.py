@@ -13,6 +13,10 @@ and the four scale views only for faces whose flip-averaged age distribution is 
 average. For the bundled EfficientNet-Lite0 this kept the pooled validation MAE within 0.02 years of all six views
 on clean and on degraded faces, with about a third fewer network passes. A model without a policy runs every view.
 
+``"trigger_gender_margin": m`` also sends a face to the scale views when its flip-averaged P(female) is within ``m``
+of 0.5. Why: the std trigger looks at age only, and the faces whose gender is a coin toss are often sure of their age,
+so they lost the scale views' say on gender. Validation chooses ``m`` like the std (0 or absent: age only).
+
 ``"outer_views": "alternate"`` halves what an unsure face costs: of the four scale views it runs the tighter crop as
 it is and the looser one mirrored (both framings and both orientations still appear once), weighted as the four
 would be (the mirror pair once, the outer views twice). Validation, not symmetry, decides whether that is enough
@@ -67,6 +71,22 @@ def scale_trigger(entry: Mapping[str, Any] | None) -> float | None:
     return None
 
 
+def gender_margin(entry: Mapping[str, Any] | None) -> float:
+    """The validated gender trigger of an adaptive policy: the scale views also run for faces whose P(female) is
+    within this margin of 0.5 (0 where the policy has none)."""
+    policy = view_policy(entry)
+    margin = float(policy.get("trigger_gender_margin", 0.0)) if policy.get("scale_views") == "adaptive" else 0.0
+    if not 0.0 <= margin <= 0.5:
+        raise ValueError(f"trigger_gender_margin must lie in [0, 0.5], not {margin}")
+    return margin
+
+
+def unsure(age_probs: np.ndarray, p_female: np.ndarray, trigger: float, margin: float = 0.0) -> np.ndarray:
+    """Indices of the faces an adaptive policy gives the scale views: an age distribution wider than ``trigger``
+    years, or a P(female) within ``margin`` of 0.5."""
+    return np.flatnonzero((distribution_std(age_probs) > trigger) | (np.abs(p_female - 0.5) < margin))
+
+
 OUTER_VIEWS = ("all", "alternate")
 
 
@@ -96,24 +116,26 @@ def distribution_std(age_probs: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(age_probs @ AGES**2 - mean**2, 0.0))
 
 
-def combine(run: Runner, views: np.ndarray, trigger: float | None) -> tuple[np.ndarray, np.ndarray]:
+def combine(run: Runner, views: np.ndarray, trigger: float | None,
+            margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(age_probs, p_female) of N faces from their (N, 3, S, S, 3) views (the three scale contexts) or (N, 1, ...).
 
     ``run`` maps (M, S, S, 3) crops to averaged outputs (mirrors included), e.g. ``Estimator.predict_batch``.
     ``trigger`` from :func:`resolve`: None runs the middle view only, 0 every view in one go, else the middle view
-    first and the other two for the faces whose distribution is wider than ``trigger``."""
+    first and the other two for the faces :func:`unsure` picks (``margin``: its gender trigger)."""
     if views.shape[1] == 1:
         return run(views[:, 0])
-    return combine_lazy(run, views[:, views.shape[1] // 2], trigger, lambda faces: views[faces][:, [0, -1]])
+    return combine_lazy(run, views[:, views.shape[1] // 2], trigger, lambda faces: views[faces][:, [0, -1]],
+                        margin=margin)
 
 
 def combine_lazy(run: Runner, middle: np.ndarray, trigger: float | None,
                  outer: Callable[[np.ndarray], np.ndarray],
-                 run_outer: Runner | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 run_outer: Runner | None = None, margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """:func:`combine` for faces whose outer framings are cropped only when needed: ``middle`` is (N, S, S, 3), and
     ``outer(faces)`` returns the (len(faces), 2, S, S, 3) tighter and looser crops of the faces at those indices.
     ``run_outer`` (a runner that adds no mirrors) asks for the ``"alternate"`` views of the faces over the trigger:
-    the tighter crop as it is and the looser one mirrored.
+    the tighter crop as it is and the looser one mirrored. ``margin``: the policy's gender trigger (:func:`unsure`).
 
     Why lazily: with the adaptive policy most faces never need their outer framings, and cropping them (two
     warps per face) was wasted work on every photo."""
@@ -123,7 +145,7 @@ def combine_lazy(run: Runner, middle: np.ndarray, trigger: float | None,
         both = outer(np.arange(len(middle)))
         return run(np.stack([both[:, 0], middle, both[:, 1]], axis=1))
     age_probs, p_female = run(middle)
-    more = np.flatnonzero(distribution_std(age_probs) > trigger)
+    more = unsure(age_probs, p_female, trigger, margin)
     if len(more):
         crops = outer(more)
         if run_outer is not None:

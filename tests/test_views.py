@@ -11,7 +11,8 @@ import pytest
 from agegender import Estimator
 from agegender.crops.align import crop_face
 from agegender.evaluation.tta_views import app_policy, choose
-from agegender.views import SCALE_TTA_CONTEXTS, combine, distribution_std, outer_views, resolve, scale_trigger
+from agegender.views import (SCALE_TTA_CONTEXTS, combine, distribution_std, gender_margin, outer_views, resolve,
+                             scale_trigger)
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,12 @@ def test_policy_in_the_manifest_is_read_strictly():
     assert outer_views({"test_time_views": {"scale_views": "adaptive", "outer_views": "alternate"}}) == "alternate"
     with pytest.raises(ValueError, match="outer_views"):
         outer_views({"test_time_views": {"outer_views": "some"}})
+    assert gender_margin(None) == 0.0
+    adaptive = {"scale_views": "adaptive", "trigger_std_years": 5, "trigger_gender_margin": 0.2}
+    assert gender_margin({"test_time_views": adaptive}) == 0.2
+    assert gender_margin({"test_time_views": {**adaptive, "scale_views": "all"}}) == 0.0  # every view anyway
+    with pytest.raises(ValueError, match="trigger_gender_margin"):
+        gender_margin({"test_time_views": {**adaptive, "trigger_gender_margin": 0.7}})
 
 
 def test_adaptive_views_give_each_face_all_views_or_the_mirror_pair(bundled, two_faces):
@@ -64,6 +71,12 @@ def test_adaptive_views_give_each_face_all_views_or_the_mirror_pair(bundled, two
     assert np.allclose(age[unsure], every_age[unsure], atol=1e-9)
     assert np.isclose(female[unsure], every_female[unsure])
     assert not np.allclose(every_age[unsure], middle_age[unsure])  # the scale views did change that face
+    # the gender trigger: a margin wider than any face's distance from 0.5 sends the sure face to all six views too
+    margin = float(np.abs(middle_female - 0.5).max()) + 1e-6
+    age, female = combine(run, two_faces, float(spread.mean()), margin=margin)
+    assert np.allclose(age, every_age, atol=1e-9) and np.allclose(female, every_female)
+    age, female = combine(run, two_faces, float(spread.mean()), margin=float(np.abs(middle_female[sure] - 0.5)))
+    assert np.allclose(age[sure], middle_age[sure])  # the margin is exclusive: exactly at it, no scale views
 
 
 def test_estimator_follows_the_models_policy_and_runs_fewer_views(bundled, astronaut, monkeypatch):
@@ -85,8 +98,10 @@ def test_estimator_follows_the_models_policy_and_runs_fewer_views(bundled, astro
     monkeypatch.setattr(bundled, "_crops", counting_outer)
     assert bundled.scale_trigger == scale_trigger(bundled.weights_info)
     assert bundled.outer_views == outer_views(bundled.weights_info)
+    assert bundled.gender_margin == gender_margin(bundled.weights_info)
     monkeypatch.setattr(bundled, "outer_views", "all")  # the four scale views (the alternate two: the next test)
     monkeypatch.setattr(bundled, "scale_trigger", 1000.0)  # nobody is that unsure: the mirror pair only
+    monkeypatch.setattr(bundled, "gender_margin", 0.0)  # (of age or gender)
     sure = bundled.predict(astronaut)
     assert sum(calls) == 2 and outer_crops == []  # nor are its outer framings cropped
     calls.clear()
@@ -98,6 +113,12 @@ def test_estimator_follows_the_models_policy_and_runs_fewer_views(bundled, astro
     assert sum(calls) == 2 + 4 and outer_crops == [1, 1]
     assert unsure[0].age == pytest.approx(every[0].age, abs=1e-6)
     assert sure[0].age != pytest.approx(every[0].age, abs=1e-3)
+    calls.clear()
+    monkeypatch.setattr(bundled, "scale_trigger", 1000.0)
+    monkeypatch.setattr(bundled, "gender_margin", 0.5)  # every P(female) is within 0.5 of 0.5: all six views
+    coin_toss = bundled.predict(astronaut)
+    assert sum(calls) == 6 and coin_toss[0].age == pytest.approx(every[0].age, abs=1e-6)
+    assert bundled.info()["scale_trigger_gender_margin"] == 0.5
     with pytest.raises(ValueError, match="scale_tta"):
         Estimator(scale_tta="sometimes")
 
@@ -156,6 +177,21 @@ def test_choice_needs_every_report_and_a_policy_the_app_runs():
     assert app_policy("flip") == {"scale_views": "none"} and app_policy("adaptive 1 y") is None
     assert app_policy("adaptive-alt-std 5 y") == {"scale_views": "adaptive", "trigger_std_years": 5.0,
                                                   "outer_views": "alternate"}
+    assert app_policy("adaptive-alt-std 5 y, gender 0.2") == {"scale_views": "adaptive", "trigger_std_years": 5.0,
+                                                              "trigger_gender_margin": 0.2, "outer_views": "alternate"}
+    assert app_policy("adaptive-std 6 y, gender 0.1")["trigger_gender_margin"] == 0.1
+
+
+def test_choice_holds_gender_within_a_tenth_of_a_point_of_all_views():
+    views = {"full": 6.0, "flip": 2.0, "adaptive-alt-std 5 y": 3.2, "adaptive-alt-std 5 y, gender 0.2": 3.3}
+    maes = {"full": 4.60, "flip": 4.70, "adaptive-alt-std 5 y": 4.61, "adaptive-alt-std 5 y, gender 0.2": 4.61}
+    clean = report(maes, views)
+    for name, acc in {"full": 0.9506, "flip": 0.9462, "adaptive-alt-std 5 y": 0.9491,
+                      "adaptive-alt-std 5 y, gender 0.2": 0.9502}.items():
+        clean["policies"][name]["gender_acc"] = acc
+    assert choose([clean]) == "adaptive-alt-std 5 y, gender 0.2"  # the cheaper one is 0.15 points behind all views
+    assert choose([clean], gender_tolerance=0.002) == "adaptive-alt-std 5 y"
+    assert choose([report(maes, views)]) == "adaptive-alt-std 5 y"  # reports without gender: MAE only
 
 
 def test_a_policy_kept_by_hand_is_installed_with_its_reason_and_numbers(tmp_path, monkeypatch, capsys):

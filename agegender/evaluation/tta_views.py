@@ -11,18 +11,21 @@ keeps each view's own output, and then scores view policies offline on the same 
   disagree by more than ``k`` years of expected age (the faces where one framing is unstable);
 * ``adaptive-std s``: the same, triggered by the spread (std, years) of the flip-averaged age distribution;
 * ``adaptive-alt-std s``: the same trigger, but two scale views instead of four (the tighter crop as it is and the
-  looser one mirrored, weighted as the four would be: :mod:`agegender.views`, ``"outer_views": "alternate"``).
+  looser one mirrored, weighted as the four would be: :mod:`agegender.views`, ``"outer_views": "alternate"``);
+* ``..., gender m``: either std trigger, or a flip-averaged P(female) within ``m`` of 0.5 (``"trigger_gender_margin"``):
+  the age trigger alone leaves the faces whose gender is a coin toss to the two flip views.
 
 Each policy's pooled MAE (uncalibrated expected age; the calibration is fitted afterwards for whatever is chosen),
-its gender accuracy and its mean number of views per face. The rule of the issue: the cheapest policy whose pooled MAE is within 0.02
-years of ``full``. ``--degrade`` scores the degraded validation copy (issue 27: choices hold on both), and
+its gender accuracy and its mean number of views per face. The rule of the issue: the cheapest policy whose pooled
+MAE is within 0.02 years of ``full``; since session 25 also within 0.1 points of its gender accuracy (the views are
+the gender's TTA too). ``--degrade`` scores the degraded validation copy (issue 27: choices hold on both), and
 
     python -m agegender.evaluation.tta_views --choose reports/tta-views-M.json reports/tta-views-M-degraded.json [--install]
 
-picks the policy the app can run (``full``, ``flip``, an ``adaptive-std`` or ``adaptive-alt-std`` trigger) that
-is within 0.02 years of ``full`` in *every* report, with the fewest views on average, and ``--install`` writes it
-into the model's manifest entry (``"test_time_views"``), which ``Estimator`` follows. The disagreement triggers are
-reported for the record only.
+picks the policy the app can run (``full``, ``flip``, an ``adaptive-std`` or ``adaptive-alt-std`` trigger, with or
+without the gender trigger) that is within 0.02 years and 0.1 gender points of ``full`` in *every* report, with the
+fewest views on average, and ``--install`` writes it into the model's manifest entry (``"test_time_views"``),
+which ``Estimator`` follows. The disagreement triggers are reported for the record only.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from agegender.io.images import load_image
 CONTEXTS = SCALE_TTA_CONTEXTS  # (0.9, 1.0, 1.1): index 1 is the calibrated crop
 THRESHOLDS_YEARS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
 THRESHOLDS_STD = (4.0, 4.5, 5.0, 5.5, 6.0, 7.0, 8.0, 9.0, 10.0)
+GENDER_MARGINS = (0.1, 0.2, 0.3)  # P(female) within this of 0.5 also triggers the scale views
 
 
 def face_views(est: Estimator, sample, dataset: str, degrade_seed: int | None = None) -> np.ndarray | None:
@@ -95,7 +99,7 @@ def expected(probs: np.ndarray) -> np.ndarray:
 
 def score(outputs: np.ndarray, ages: np.ndarray, genders: np.ndarray | None = None) -> dict[str, Any]:
     """Every policy's MAE (and gender accuracy where ``genders`` are given) and views per face; the cheapest policy
-    within 0.02 years of ``full`` as ``choice``."""
+    within 0.02 years (and 0.1 gender points) of ``full`` as ``choice``."""
     views = outputs[:, :, :-1], outputs[:, :, -1]  # (N, 6, 101) age distributions, (N, 6) P(female)
     full = [v.mean(1) for v in views]
     flip = [v[:, [1, 4]].mean(1) for v in views]
@@ -121,8 +125,14 @@ def score(outputs: np.ndarray, ages: np.ndarray, genders: np.ndarray | None = No
         policies[f"adaptive-std {s:g} y"] = row(spread > s, full, 4.0)
     for s in THRESHOLDS_STD:
         policies[f"adaptive-alt-std {s:g} y"] = row(spread > s, alternate, 2.0)
-    best = policies["full"]["mae"]
-    eligible = {name: p for name, p in policies.items() if p["mae"] <= best + 0.02}
+    coin_toss = np.abs(flip[1] - 0.5)
+    for kind, scaled, extra in (("std", full, 4.0), ("alt-std", alternate, 2.0)):
+        for s in THRESHOLDS_STD:
+            for m in GENDER_MARGINS:
+                policies[f"adaptive-{kind} {s:g} y, gender {m:g}"] = row((spread > s) | (coin_toss < m), scaled, extra)
+    best, gender = policies["full"]["mae"], policies["full"].get("gender_acc")
+    eligible = {name: p for name, p in policies.items()
+                if p["mae"] <= best + 0.02 and (gender is None or p["gender_acc"] >= gender - 0.001)}
     choice = min(eligible, key=lambda name: (eligible[name]["views_per_face"], eligible[name]["mae"]))
     return {"faces": int(len(ages)), "policies": policies, "choice": choice}
 
@@ -133,22 +143,35 @@ def app_policy(name: str) -> dict[str, Any] | None:
         return {"scale_views": "all"}
     if name == "flip":
         return {"scale_views": "none"}
-    if name.startswith("adaptive-std "):
-        return {"scale_views": "adaptive", "trigger_std_years": float(name.split()[1])}
-    if name.startswith("adaptive-alt-std "):
-        return {"scale_views": "adaptive", "trigger_std_years": float(name.split()[1]), "outer_views": "alternate"}
-    return None
+    kind, _, rest = name.partition(" ")
+    if kind not in ("adaptive-std", "adaptive-alt-std"):
+        return None
+    trigger, _, gender = rest.partition(", gender ")
+    policy: dict[str, Any] = {"scale_views": "adaptive", "trigger_std_years": float(trigger.split()[0])}
+    if gender:
+        policy["trigger_gender_margin"] = float(gender)
+    if kind == "adaptive-alt-std":
+        policy["outer_views"] = "alternate"
+    return policy
 
 
-def choose(reports: list[dict[str, Any]], tolerance: float = 0.02) -> str:
-    """The app-runnable policy within ``tolerance`` years of ``full`` in every report, fewest mean views."""
+def choose(reports: list[dict[str, Any]], tolerance: float = 0.02, gender_tolerance: float = 0.001) -> str:
+    """The app-runnable policy within ``tolerance`` years of ``full``'s MAE and ``gender_tolerance`` of its gender
+    accuracy (a fraction: 0.001 = 0.1 points) in every report, fewest mean views. A report without gender accuracy
+    (those before session 22) is held to the MAE only."""
     names = [n for n in reports[0]["policies"] if app_policy(n) is not None]
-    ok = [n for n in names if all(r["policies"][n]["mae"] <= r["policies"]["full"]["mae"] + tolerance
-                                  for r in reports)]
+
+    def close_enough(report: dict[str, Any], name: str) -> bool:
+        policy, full = report["policies"][name], report["policies"]["full"]
+        gender_ok = "gender_acc" not in full or policy["gender_acc"] >= full["gender_acc"] - gender_tolerance
+        return policy["mae"] <= full["mae"] + tolerance and gender_ok
+
+    ok = [n for n in names if all(n in r["policies"] and close_enough(r, n) for r in reports)]
     return min(ok, key=lambda n: (np.mean([r["policies"][n]["views_per_face"] for r in reports]), n))
 
 
-RULE = "the cheapest policy the app runs within 0.02 years of all six views on every validation report"
+RULE = ("the cheapest policy the app runs within 0.02 years of all six views' MAE and 0.1 points of their gender "
+        "accuracy on every validation report")
 
 
 def install(model: str, name: str, paths: list[Path], reports: list[dict[str, Any]], rule: str = RULE) -> str:
@@ -163,6 +186,9 @@ def install(model: str, name: str, paths: list[Path], reports: list[dict[str, An
         **app_policy(name), "policy": name, "rule": rule,
         "validation": {_report_key(r):
                        {"mae": r["policies"][name]["mae"], "mae_all_views": r["policies"]["full"]["mae"],
+                        **({"gender_acc": r["policies"][name]["gender_acc"],
+                            "gender_acc_all_views": r["policies"]["full"]["gender_acc"]}
+                           if "gender_acc" in r["policies"]["full"] else {}),
                         "views_per_face": r["policies"][name]["views_per_face"], "faces": r["faces"]}
                        for r in reports},
         "reports": [p.as_posix() for p in paths]}
@@ -184,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="score the degraded validation copy (agegender.evaluation.degrade, seed 0 by default)")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON report (default reports/tta-views-MODEL[-degraded].json)")
+    parser.add_argument("--outputs", type=Path, default=None, metavar="NPZ",
+                        help="every view's outputs: read from this file where it exists (no network run, e.g. to "
+                        "score new policies; the file's own model, degradation and precision are reported), else "
+                        "collected and written there")
     parser.add_argument("--choose", type=Path, nargs="+", metavar="REPORT",
                         help="choose from these reports (no network run) instead")
     parser.add_argument("--install", action="store_true", help="with --choose: into the model's manifest entry")
@@ -207,15 +237,24 @@ def main(argv: list[str] | None = None) -> int:
             rule = args.why if args.keep else RULE  # a reason is recorded only for a policy kept by hand
             print(f"installed in {install(reports[0]['model'], name, args.choose, reports, rule)}")
         return 0
-    est = Estimator(model=args.model, calibrate=False)
-    try:
-        outputs, ages, genders = collect(est, args.limit, args.degrade)
-    finally:
-        est.close()
-    result = {"model": est.model_name, "degrade_seed": args.degrade,
-              "precision": (est.weights_info.get("precision_choice") or {}).get("precision", "float32"),
-              **score(outputs, ages, genders)}
-    out = args.out or Path(f"reports/tta-views-{est.model_name}{'' if args.degrade is None else '-degraded'}.json")
+    if args.outputs is not None and args.outputs.exists():
+        saved = np.load(args.outputs)
+        outputs, ages, genders = saved["outputs"], saved["ages"], saved["genders"]
+        meta = json.loads(str(saved["meta"]))
+    else:
+        est = Estimator(model=args.model, calibrate=False)
+        try:
+            outputs, ages, genders = collect(est, args.limit, args.degrade)
+        finally:
+            est.close()
+        meta = {"model": est.model_name, "degrade_seed": args.degrade,
+                "precision": (est.weights_info.get("precision_choice") or {}).get("precision", "float32")}
+        if args.outputs is not None:
+            args.outputs.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(args.outputs, outputs=outputs, ages=ages, genders=genders, meta=json.dumps(meta))
+    result = {**meta, **score(outputs, ages, genders)}
+    suffix = "" if meta["degrade_seed"] is None else "-degraded"
+    out = args.out or Path(f"reports/tta-views-{meta['model']}{suffix}.json")
     out.write_text(json.dumps(result, indent=1) + "\n")
     for name, p in result["policies"].items():
         print(f"{name:26s} MAE {p['mae']:.4f}  gender {p['gender_acc']:.2%}  views/face {p['views_per_face']:.2f}")
