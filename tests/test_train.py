@@ -226,6 +226,23 @@ def test_export_loads_in_the_app(trained_run, cache, tmp_path):
         est.close()
 
 
+def test_a_candidate_export_leaves_the_committed_history_alone(trained_run, tmp_path):
+    """``python -m train.export --run R --weights-dir COPY`` (how candidates are scored) publishes the run's
+    history inside COPY; only an export into the bundled folder writes ``reports/``."""
+    from train import export
+
+    committed = {p: p.read_bytes() for p in (REPO_DIR / "reports").glob("train-*")}
+    weights = tmp_path / "candidate"
+    weights.mkdir()
+    shutil.copy(WEIGHTS_DIR / "MANIFEST.json", weights)
+    export.main(["--run", str(trained_run), "--weights-dir", str(weights)])
+    entry = json.loads((weights / "MANIFEST.json").read_text())["files"]["agegender_efficientnet_lite0.safetensors"]
+    assert Path(entry["training"]["metrics_csv"]) == weights / "reports" / "train-efficientnet_lite0-metrics.csv"
+    assert (weights / "reports" / "train-efficientnet_lite0.log").is_file()
+    assert {p: p.read_bytes() for p in (REPO_DIR / "reports").glob("train-*")} == committed
+    assert export.history_dir(None) == export.history_dir(WEIGHTS_DIR) == REPO_DIR / "reports"
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_resnet50_fp16_fits_the_bundle_limit(tmp_path):
     tensors = to_fp16(AgeGenderNet("resnet50", dropout=0.0).state_dict(), "resnet50", 128)

@@ -258,8 +258,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default=None, help="file name in the weights folder")
     parser.add_argument("--weights-dir", type=Path, default=None, help=f"default {WEIGHTS_DIR}")
     parser.add_argument("--set-default", action="store_true", help="make this backbone the app's default model")
-    parser.add_argument("--reports", type=Path, default=REPO_DIR / "reports",
-                        help="where the run's metrics.csv/curves.png/train.log are published (default reports/)")
+    parser.add_argument("--reports", type=Path, default=None,
+                        help="where the run's metrics.csv/curves.png/train.log are published (default: reports/ for "
+                        "the bundled weights folder, else REPORTS inside --weights-dir)")
     args = parser.parse_args(argv)
     if args.onnx_from:
         export_onnx(args.onnx_from, args.weights_dir)
@@ -267,7 +268,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.run is None:
         parser.error("--run (or --onnx-from) is required")
     export_run(args.run, f"{args.which}.pt", args.name, args.weights_dir, args.set_default,
-               reports_dir=args.reports)
+               reports_dir=args.reports or history_dir(args.weights_dir))
+
+
+def history_dir(weights_dir: Path | None) -> Path:
+    """Where an export publishes training histories by default. Why not always ``reports/``: a candidate exported
+    into a copy of ``weights/`` to be scored (docs/wild-photos.md) would rewrite the committed history of the
+    bundled model (and shift its ``-initN`` files) before anything was chosen; its history belongs beside it."""
+    if weights_dir is None or Path(weights_dir).resolve() == Path(WEIGHTS_DIR).resolve():
+        return REPO_DIR / "reports"
+    return Path(weights_dir) / "reports"
 
 
 if __name__ == "__main__":
