@@ -240,7 +240,8 @@ def test_a_candidate_export_leaves_the_committed_history_alone(trained_run, tmp_
     assert Path(entry["training"]["metrics_csv"]) == weights / "reports" / "train-efficientnet_lite0-metrics.csv"
     assert (weights / "reports" / "train-efficientnet_lite0.log").is_file()
     assert {p: p.read_bytes() for p in (REPO_DIR / "reports").glob("train-*")} == committed
-    assert export.history_dir(None) == export.history_dir(WEIGHTS_DIR) == REPO_DIR / "reports"
+    assert export.history_dir(REPO_DIR / "weights") == REPO_DIR / "reports"
+    assert export.history_dir(weights) == weights / "reports"
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set-default", action="store_true", help="make this backbone the app's default model")
     parser.add_argument("--reports", type=Path, default=None,
                         help="where the run's metrics.csv/curves.png/train.log are published (default: reports/ for "
-                        "the bundled weights folder, else REPORTS inside --weights-dir)")
+                        "the repository's weights/, else reports/ inside the weights folder)")
     args = parser.parse_args(argv)
     if args.onnx_from:
         export_onnx(args.onnx_from, args.weights_dir)
@@ -275,9 +275,8 @@ def history_dir(weights_dir: Path | None) -> Path:
     """Where an export publishes training histories by default. Why not always ``reports/``: a candidate exported
     into a copy of ``weights/`` to be scored (docs/wild-photos.md) would rewrite the committed history of the
     bundled model (and shift its ``-initN`` files) before anything was chosen; its history belongs beside it."""
-    if weights_dir is None or Path(weights_dir).resolve() == Path(WEIGHTS_DIR).resolve():
-        return REPO_DIR / "reports"
-    return Path(weights_dir) / "reports"
+    folder = Path(weights_dir or WEIGHTS_DIR)  # WEIGHTS_DIR follows AGEGENDER_WEIGHTS
+    return REPO_DIR / "reports" if folder.resolve() == (REPO_DIR / "weights").resolve() else folder / "reports"
 
 
 if __name__ == "__main__":
