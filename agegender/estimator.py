@@ -35,8 +35,9 @@ from agegender.engines.threads import concurrent_passes, parallel_map
 from agegender.face import Face, faces_from_outputs
 from agegender.groups import DEFAULT_PRESET, GroupPreset, get_preset
 from agegender.io.images import ImageInput, load_image
-from agegender.views import (SCALE_TTA_CONTEXTS, ScaleTTA, combine_lazy, gender_margin, outer_views, resolve,
+from agegender.views import (OUTER_VIEWS, SCALE_TTA_CONTEXTS, ScaleTTA, combine_lazy, gender_margin, resolve,
                              scale_trigger)
+from agegender.views import outer_views as policy_outer_views
 
 MAX_FORWARD_BATCH = 16  # images per forward pass (see the module docstring)
 CHUNK_VIEWS = 8  # images per single-threaded pass when chunks run side by side (see predict_batch)
@@ -82,6 +83,10 @@ class Estimator:
         view policy chosen on validation (:mod:`agegender.views`: scale views only for the faces the network is
         unsure of, where the manifest says so; else always); ``"all"`` always runs all six views; ``False`` never
         (the live camera turns them off per call).
+    outer_views:
+        ``None`` (default): the model's view policy says how many scale views an unsure face gets;
+        ``"alternate"`` forces two (the tighter crop, the looser one mirrored), ``"all"`` four. For an estimate
+        whose gender nobody reads (the age check's second opinion), where validation says the age holds.
     calibrate:
         Apply the calibration stored beside the bundled weights (manifest ``"calibration"``, fitted on validation
         with default TTA: :mod:`agegender.assurance.calibration`) to ``age_probs`` and the 80 % interval (default on).
@@ -103,11 +108,14 @@ class Estimator:
         engine: str = "auto",
         precision: str = "auto",
         calibrate: bool = True,
+        outer_views: str | None = None,
     ):
         if engine not in ENGINE_NAMES:
             raise ValueError(f"engine must be one of {', '.join(ENGINE_NAMES)}, not {engine!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        if outer_views is not None and outer_views not in OUTER_VIEWS:
+            raise ValueError(f"outer_views must be None or one of {', '.join(OUTER_VIEWS)}, not {outer_views!r}")
         self.precision = precision
         self.weights_dir = weights_dir
         self.flip_tta = bool(flip_tta)
@@ -122,7 +130,7 @@ class Estimator:
         self.engine, self.weights_info, self.trained = loaded.engine, loaded.weights_info, loaded.trained
         self.engine_name = self.engine.name
         self.scale_trigger = scale_trigger(self.weights_info)  # the model's validated view policy (agegender.views)
-        self.outer_views = outer_views(self.weights_info)
+        self.outer_views = outer_views or policy_outer_views(self.weights_info)
         self.gender_margin = gender_margin(self.weights_info)
         self.input_size = int(self.engine.input_size)
         cal = self.weights_info.get("calibration")

@@ -37,19 +37,26 @@ ScaleTTA = bool | Literal["all", "validated"]
 Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-VIEW_SETS: dict[str, dict[str, bool]] = {
+VIEW_SETS: dict[str, dict[str, Any]] = {
     "validated": {"flip_tta": True, "scale_tta": True},  # the mirror + the model's validated scale views
+    "alternate": {"flip_tta": True, "scale_tta": True, "outer_views": "alternate"},
     "mirror": {"flip_tta": True, "scale_tta": False},
     "scales": {"flip_tta": False, "scale_tta": True},
     "single": {"flip_tta": False, "scale_tta": False},
 }
 """Named sets of test-time views, as ``Estimator`` switches. A measurement made with one set (an evaluation report,
-the two-model age check's validated buffers) names it, so that what runs later can be held to what was measured."""
+the two-model age check's validated buffers) names it, so that what runs later can be held to what was measured.
+``"alternate"`` is the model's validated trigger with the two alternate scale views whatever its policy says: an
+age-only second opinion (the age check's) may be validated that way, since the views it drops were kept for gender."""
 
 
-def view_set_name(flip_tta: bool, scale_tta: bool) -> str:
-    """The :data:`VIEW_SETS` name of these ``Estimator`` switches."""
-    return next(name for name, s in VIEW_SETS.items() if s == {"flip_tta": bool(flip_tta), "scale_tta": bool(scale_tta)})
+def view_set_name(flip_tta: bool, scale_tta: bool, outer_views: str | None = None) -> str:
+    """The :data:`VIEW_SETS` name of these ``Estimator`` switches (``outer_views``: an override of the model's
+    policy, None where it follows it)."""
+    wanted: dict[str, Any] = {"flip_tta": bool(flip_tta), "scale_tta": bool(scale_tta)}
+    if outer_views == "alternate" and flip_tta and scale_tta:
+        wanted["outer_views"] = "alternate"
+    return next(name for name, s in VIEW_SETS.items() if s == wanted)
 
 
 def view_policy(entry: Mapping[str, Any] | None) -> Mapping[str, Any]:

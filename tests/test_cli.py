@@ -234,6 +234,8 @@ def test_tta_switches_map_to_the_estimator_and_report_names(argv, flip, scale, s
     assert options == {"flip_tta": flip, "scale_tta": scale}
     assert tta_variant(options) == suffix
     assert tta_variant({"flip_tta": False, "scale_tta": True}) == "-scale-tta"
+    assert tta_variant({"flip_tta": True, "scale_tta": True, "outer_views": "alternate"}) == "-alt-views"
+    assert tta_variant({"flip_tta": True, "scale_tta": False, "outer_views": "alternate"}) == "-flip-tta"
 
 
 def test_predict_crops_no_scale_tta_changes_the_answer_on_a_chip(inputs, tmp_path, astronaut):

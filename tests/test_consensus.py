@@ -312,3 +312,46 @@ def test_page_checks_with_the_panel_by_default_and_decides_as_the_library(bundle
     assert not at.exception, at.exception
     card = next(m.value for m in at.markdown if m.value.startswith("**Face 1**"))
     assert all(f"{m}:" not in card for m in policy["models"][1:])  # one model: no second opinion
+
+
+def test_a_second_opinion_validated_on_the_alternate_views_runs_them_whatever_the_call_asks(tmp_path, astronaut):
+    """``"views": {"resnet50": "alternate"}``: the ResNet-50 keeps its validated trigger but an unsure face gets the
+    two alternate scale views instead of four (its gender is never read). The panel runs it exactly so, also when a
+    call asks for every view; its estimate is a plain Estimator's with ``outer_views="alternate"``; the Lite0 still
+    follows the call; ``scale_tta=False`` (the live camera) still means none."""
+    from agegender import Estimator
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for f in (REPO / "weights").iterdir():
+        if f.is_file() and f.name != "MANIFEST.json":
+            (weights / f.name).symlink_to(f)
+    manifest = json.loads((REPO / "weights" / "MANIFEST.json").read_text())
+    manifest[MANIFEST_KEY]["views"]["resnet50"] = "alternate"
+    (weights / "MANIFEST.json").write_text(json.dumps(manifest))
+    rgb = np.asarray(astronaut)
+    estimator = ConsensusEstimator(weights_dir=weights)
+    plain = Estimator("resnet50", outer_views="alternate", detector="short", weights_dir=weights)
+    try:
+        lite, resnet = estimator.members
+        assert resnet.outer_views == "alternate" and resnet.info()["outer_views"] == "alternate"
+        assert (resnet.flip_tta, resnet.scale_tta) == (True, True)
+        seen: dict[str, list[int]] = {m.model_name: [] for m in estimator.members}
+        for member in estimator.members:
+            run = member.engine.run
+            member.engine.run = lambda crops, run=run, log=seen[member.model_name]: log.append(len(crops)) or run(crops)
+        resnet.scale_trigger = 0.001  # every face unsure: the scale views run
+        faces = estimator.predict(rgb, scale_tta="all")
+        assert sum(seen["resnet50"]) == 4 and sum(seen["efficientnet_lite0"]) == 6  # 2 + 2 views; all six
+        plain.scale_trigger = 0.001
+        expected = plain.predict_detections(rgb, estimator.detector.detect(rgb))[0]
+        assert faces[0].second_opinions[0].age == pytest.approx(expected.age, abs=1e-6)
+        for log in seen.values():
+            log.clear()
+        estimator.predict(rgb, scale_tta=False)
+        assert sum(seen["resnet50"]) == 2 and sum(seen["efficientnet_lite0"]) == 2  # the mirror pairs only
+    finally:
+        estimator.close()
+        plain.close()
+    with pytest.raises(ValueError, match="outer_views"):
+        Estimator("resnet50", outer_views="some", detector="short")

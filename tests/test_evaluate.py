@@ -244,6 +244,24 @@ def test_cli_on_six_utkface_chips(tmp_path, mode, tta, framing):
         assert "chip_framing" not in run and how == [""] * 6
 
 
+@pytest.mark.data
+def test_cli_alternate_views_are_run_and_named_in_the_report(tmp_path):
+    """``--alternate-views`` (how the age check's second opinion may be validated): the Estimator runs two scale
+    views per unsure face, and the report says so, for ``consensus fit`` to hold the panel to it."""
+    chips = tmp_path / "chips"
+    chips.mkdir()
+    for f in utkface_chips(2):
+        shutil.copy(f, chips / f.name)
+    out = tmp_path / "report"
+    assert _cli(["evaluate", str(chips), "--model", "efficientnet_lite0", "--untrained", "--alternate-views",
+                 "--out", str(out), "--json"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["extra"]["views"] == "alternate" and "two alternate scale views" in report["title"]
+    assert report["metrics"]["run"]["estimator"]["outer_views"] == "alternate"
+    from agegender.evaluation.consensus import report_views
+
+    assert report_views(out) == "alternate"
+
 def test_subset_is_seeded_and_keeps_order():
     items = list(range(100))
     a, b = subset(items, 10, seed=3), subset(items, 10, seed=3)

@@ -10,8 +10,9 @@ either needs alone. The price is time: the ResNet-50 costs about four Lite0s per
 The pair, its buffers (per threshold and model, chosen together on validation by
 ``python -m agegender.evaluation.consensus fit``) and the test-time views each model runs in the panel live in
 ``weights/MANIFEST.json`` under ``"age_check_consensus"``. The views are part of what was validated: a second
-opinion that runs the mirror only (``"views": {"resnet50": "mirror"}``) was measured that way, and runs that way
-whatever the call asks of the first model's views. :class:`ConsensusEstimator` has the calls of
+opinion that runs the mirror only (``"views": {"resnet50": "mirror"}``) or two alternate scale views instead of
+four (``"alternate"``: its gender is never read) was measured that way, and runs that way whatever the call asks of
+the first model's views. :class:`ConsensusEstimator` has the calls of
 :class:`~agegender.Estimator` that the age check uses; its Faces are the first model's, with the others' estimates
 in ``Face.second_opinions``, so ``Face.age_check`` (:mod:`agegender.assurance.age_check`) decides for the whole
 panel.
@@ -97,6 +98,7 @@ class ConsensusEstimator:
             if self.views[member.model_name] != "validated":  # measured with fewer views: never more than those
                 member.flip_tta = flip_tta and fixed["flip_tta"]
                 member.scale_tta = scale_tta and fixed["scale_tta"]
+                member.outer_views = fixed.get("outer_views", member.outer_views)
         for member in self.members:
             if member.calibration is None:
                 raise ValueError(f"{member.model_name} has no calibration: its buffers would vouch for nothing")
@@ -117,8 +119,11 @@ class ConsensusEstimator:
         return _attach(panels)
 
     def _scale_tta(self, member: Estimator, asked: ScaleTTA | None) -> ScaleTTA | None:
-        """A call's scale views for ``member``: as asked, unless the panel validated it without them."""
-        return asked if member.scale_tta or asked is False else False
+        """A call's scale views for ``member``: as asked where the panel validated its own views; else the view set
+        it was validated with (``"all"`` would add views nobody measured), or none where the call asks for none."""
+        if self.views[member.model_name] == "validated" or asked is False:
+            return asked
+        return member.scale_tta
 
     def predict_crops(self, faces: Sequence[ImageInput], framing: ChipFraming = "detect",
                       keep_crops: bool = False, scale_tta: ScaleTTA | None = None) -> list[Face]:

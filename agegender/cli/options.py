@@ -27,9 +27,9 @@ def tta_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"flip_tta": bool(args.tta), "scale_tta": bool(args.tta and args.scale_tta)}
 
 
-VIEW_SET_SUFFIXES = {"validated": "", "mirror": "-flip-tta", "scales": "-scale-tta", "single": "-no-tta"}
+VIEW_SET_SUFFIXES = {"validated": "", "alternate": "-alt-views", "mirror": "-flip-tta", "scales": "-scale-tta", "single": "-no-tta"}
 """Report-folder suffix of each :data:`agegender.views.VIEW_SETS` entry ('' for the default)."""
-VIEW_SET_TITLES = {"validated": "", "mirror": ", flip TTA only", "scales": ", scale TTA only", "single": ", no TTA"}
+VIEW_SET_TITLES = {"validated": "", "alternate": ", two alternate scale views", "mirror": ", flip TTA only", "scales": ", scale TTA only", "single": ", no TTA"}
 """What a report's title says of each view set (reports written before ``views`` was recorded say it only there)."""
 
 
@@ -37,7 +37,7 @@ def tta_variant(options: dict[str, Any]) -> str:
     """Report-name suffix of a TTA setting: '' for the default (mirror and scales)."""
     from agegender.views import view_set_name
 
-    return VIEW_SET_SUFFIXES[view_set_name(options["flip_tta"], options["scale_tta"])]
+    return VIEW_SET_SUFFIXES[view_set_name(options["flip_tta"], options["scale_tta"], options.get("outer_views"))]
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:

@@ -84,7 +84,7 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.device.startswith("cuda") and not _cuda_available():
         print(f"agegender evaluate: error: --device {args.device}, but torch sees no CUDA GPU", file=sys.stderr)
         return 2
-    tta = tta_options(args)
+    tta = {**tta_options(args), "outer_views": getattr(args, "outer_views", None)}
     try:
         estimator = Estimator(model=args.model, detector=args.detector, device=args.device,
                               weights=None if args.untrained else (args.weights or "bundled"),

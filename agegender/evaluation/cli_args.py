@@ -46,6 +46,9 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--detector", default="auto", choices=("auto", "short", "full"))
     p.add_argument("--device", default="cpu", help="torch device for the network (cpu, cuda…)")
     add_tta_arguments(p)
+    p.add_argument("--alternate-views", dest="outer_views", action="store_const", const="alternate", default=None,
+                   help="unsure faces get two alternate scale views whatever the model's policy says (how the age "
+                        "check may run an age-only second opinion; agegender.views)")
     p.add_argument("--limit", type=int, default=None, help="evaluate a seeded random subset of N images")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0, help="for --limit subsets and --pasted positions")
