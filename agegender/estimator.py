@@ -7,11 +7,11 @@ The network runs in an *engine* (:mod:`agegender.engines`): onnxruntime where th
 
 Faces go to the engine in groups of ``FACES_PER_CALL`` and every group's views (and mirrors) in forward passes of at
 most ``MAX_FORWARD_BATCH`` images, each pass's input built just before it runs: a photo with hundreds of faces
-never holds more than one group's crops and one pass's input per core in memory (single-threaded onnxruntime
-passes, the default on CPUs: chunks of ``CHUNK_VIEWS`` queued at once, one worker per core taking the next:
-docs/performance.md). An ``Estimator`` may be shared by threads (a Streamlit server, a video callback): MediaPipe
-calls are serialised by the detector's lock, engines are stateless, and concurrent forward passes queue on one
-process-wide semaphore (:mod:`agegender.engines.threads`).
+never holds more than one group's crops and one pass's input per worker in memory (single-threaded onnxruntime
+passes, the default on CPUs: chunks of ``CHUNK_VIEWS`` queued at once, one worker per core taking the next, two
+per core while other work shares the CPU: docs/performance.md). An ``Estimator`` may be shared by threads (a
+Streamlit server, a video callback): MediaPipe calls are serialised by the detector's lock, engines are stateless,
+and concurrent forward passes queue on one process-wide semaphore (:mod:`agegender.engines.threads`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from agegender.crops.align import crop_face
 from agegender.detection.detector import Detection, FaceDetector
 from agegender.engines import ENGINE_NAMES
 from agegender.engines.loader import PRECISIONS, default_model, load_model
-from agegender.engines.threads import concurrent_passes, parallel_map
+from agegender.engines import threads as thread_policy
+from agegender.engines.threads import parallel_map
 from agegender.face import Face, faces_from_outputs
 from agegender.groups import DEFAULT_PRESET, GroupPreset, get_preset
 from agegender.io.images import ImageInput, load_image
@@ -226,18 +227,19 @@ class Estimator:
                 chunk[mirrored] = chunk[mirrored, :, ::-1]
             return (source, *self.engine.run(chunk))
 
-        # Single-threaded passes: every chunk is queued at once and each core's worker takes the next one when it is
-        # done, so a worker that the OS preempts (a shared CPU) holds up nothing but its own chunk. The chunks are a
-        # multiple of the workers and of near-equal size (28 views on two cores: 7 + 7 + 7 + 7, not 8 + 8 + 8 + 4,
-        # which left one worker idle for four views: docs/performance.md).
+        # Single-threaded passes: every chunk is queued at once and each worker (one per core, two on a busy CPU:
+        # engines.threads.pass_width) takes the next one when it is done, so a worker that the OS preempts holds up
+        # nothing but its own chunk. The chunks are a multiple of the workers and of near-equal size (28 views on
+        # two cores: 7 + 7 + 7 + 7, not 8 + 8 + 8 + 4, which left one worker idle for four views: performance.md).
         chunked = getattr(self.engine, "parallel_chunks", False)
+        width = thread_policy.pass_width() if chunked else 1  # one reading per call: chunks and workers agree
         if chunked:
-            count = concurrent_passes() * math.ceil(total / (concurrent_passes() * CHUNK_VIEWS))
+            count = width * math.ceil(total / (width * CHUNK_VIEWS))
             bounds = [round(i * total / count) for i in range(count + 1)]
             chunks = [np.arange(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
         else:
             chunks = [np.arange(i, min(i + MAX_FORWARD_BATCH, total)) for i in range(0, total, MAX_FORWARD_BATCH)]
-        results = parallel_map(run, chunks) if chunked else [run(index) for index in chunks]
+        results = parallel_map(run, chunks, width) if chunked else [run(index) for index in chunks]
         age_sum, female_sum = np.zeros((n, NUM_AGE_BINS), np.float64), np.zeros(n, np.float64)
         for source, age_probs, p_female in results:
             np.add.at(age_sum, source // v, age_probs)

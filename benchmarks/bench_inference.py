@@ -118,8 +118,10 @@ def bench_threads(load: int, repeats: int, warmup: int) -> list[dict]:
     # Two callers (e.g. two Streamlit sessions) at once on one shared engine: queued (the default semaphore)
     # against side by side. Reported: wall time for both to finish 8 passes of 8 views each.
     engine = OnnxEngine(data, 160, source=name)
-    for label, slots in (("2 callers, queued (default)", thread_policy.INFERENCE_SLOTS),
-                         ("2 callers, side by side", threading.BoundedSemaphore(2))):
+    cores = thread_policy.concurrent_passes()
+    for label, slots in ((f"2 callers, {cores * thread_policy.OVERSUBSCRIBE} slots (default)",
+                          thread_policy.INFERENCE_SLOTS),
+                         (f"2 callers, {cores} slots (one per core)", threading.BoundedSemaphore(cores))):
         saved = thread_policy.INFERENCE_SLOTS
         thread_policy.INFERENCE_SLOTS = slots
         try:
@@ -165,9 +167,22 @@ def bench_pipeline(images: dict[str, np.ndarray], load: int, repeats: int, warmu
                 "ms_image_flip_only": median_ms(lambda: est.predict(rgb, keep_crops=False, scale_tta=False),
                                                 repeats, warmup),
                 "ms_image_all_views": median_ms(lambda: est.predict(rgb, keep_crops=False, scale_tta="all"),
-                                                repeats, warmup)})
+                                                repeats, warmup),
+                "ms_image_one_worker_per_core": one_worker_per_core(
+                    lambda: median_ms(lambda: est.predict(rgb, keep_crops=False), repeats, warmup))})
         est.close()
     return rows
+
+
+def one_worker_per_core(measure: Callable[[], float]) -> float:
+    """``measure()`` with ``AGEGENDER_OVERSUBSCRIBE=1`` in effect: the default's alternative on a busy CPU
+    (agegender.engines.threads.pass_width), measured beside it under the same load."""
+    saved = thread_policy.OVERSUBSCRIBE
+    thread_policy.OVERSUBSCRIBE = 1
+    try:
+        return measure()
+    finally:
+        thread_policy.OVERSUBSCRIBE = saved
 
 
 def bench_consensus(images: dict[str, np.ndarray], load: int, repeats: int, warmup: int) -> list[dict]:
@@ -180,8 +195,11 @@ def bench_consensus(images: dict[str, np.ndarray], load: int, repeats: int, warm
         ms_single = median_ms(lambda: single.predict(rgb, keep_crops=False), repeats, warmup)
         ms_panel = median_ms(lambda: panel.predict(rgb, keep_crops=False), repeats, warmup)
         ms_panel_all = median_ms(lambda: panel.predict(rgb, keep_crops=False, scale_tta="all"), repeats, warmup)
+        ms_panel_one = one_worker_per_core(lambda: median_ms(lambda: panel.predict(rgb, keep_crops=False), repeats,
+                                                             warmup))
         rows.append({"load": load, "loadavg": loadavg(), "image": name, "faces": len(single.predict(rgb)),
                      "ms_single": ms_single, "ms_panel": ms_panel, "ms_panel_all_views": ms_panel_all,
+                     "ms_panel_one_worker_per_core": ms_panel_one,
                      "ratio_panel_single": round(ms_panel / ms_single, 2)})
     single.close()
     panel.close()

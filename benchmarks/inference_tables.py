@@ -26,13 +26,15 @@ def markdown(result: dict) -> str:
         r["peer_faces"] = p["faces"] if p else "n/a"
         r["ratio_ours_peer"] = round(r["ms_image"] / p["ms_image"], 2) if p else "n/a"
     parts.append(table(result["pipeline"], ["load", "loadavg", "engine", "image", "size", "faces", "ms_image",
-                                            "ms_image_flip_only", "ms_image_all_views", "peer_faces", "peer_ms_image",
+                                            "ms_image_flip_only", "ms_image_all_views", "ms_image_one_worker_per_core",
+                                            "peer_faces", "peer_ms_image",
                                             "ratio_ours_peer"]))
     for r in result["consensus"]:  # the age check (both models) against the peer on the same photo
         p = peer.get((r["load"], r["image"]))
         r["ratio_panel_peer"] = round(r["ms_panel"] / p["ms_image"], 2) if p else "n/a"
     parts.append(table(result["consensus"], ["load", "loadavg", "image", "faces", "ms_single", "ms_panel",
-                                             "ms_panel_all_views", "ratio_panel_single", "ratio_panel_peer"]))
+                                             "ms_panel_all_views", "ms_panel_one_worker_per_core",
+                                             "ratio_panel_single", "ratio_panel_peer"]))
     parts.append(table(result["startup"], ["load", "loadavg", "case", "s"]))
     parts.append(f"Peak RSS {result['peak_rss_mb']:.0f} MB (both backbones in both engines, all detectors, the "
                  f"peer).")

@@ -242,6 +242,7 @@ def test_predict_batch_queues_chunks_that_each_run_as_one_pass(engines, astronau
         pytest.skip("one core: chunks run inline")
     est = engines("efficientnet_lite0")[0]
     assert est.engine.parallel_chunks
+    monkeypatch.setattr(threads, "pass_width", threads.concurrent_passes)  # an idle CPU, whatever else runs now
     crops = _real_face_crops(est, astronaut).reshape(-1, len(SCALE_TTA_CONTEXTS), est.input_size, est.input_size, 3)
     calls = []
     original = est.engine._run_part
@@ -262,8 +263,13 @@ def test_predict_batch_queues_chunks_that_each_run_as_one_pass(engines, astronau
     est.predict_batch(crops[:1, 1])  # one face, two views: one chunk per core, not one chunk of two
     assert [n for n, _ in calls] == [1, 1]
     calls.clear()
-    import agegender.estimator as estimator_module
-
-    monkeypatch.setattr(estimator_module, "concurrent_passes", lambda: 2)
+    monkeypatch.setattr(threads, "pass_width", lambda: 2)
     est.predict_batch(np.repeat(crops[:1, 1], 14, axis=0))  # 28 views: 7 + 7 + 7 + 7, no worker left idle at the end
     assert sorted(n for n, _ in calls) == [7, 7, 7, 7]
+    calls.clear()
+    monkeypatch.setattr(threads, "pass_width", lambda: 4)  # a busy CPU: two workers per core, four chunks in flight
+    est.predict_batch(np.repeat(crops[:1, 1], 14, axis=0))
+    assert sorted(n for n, _ in calls) == [7, 7, 7, 7]
+    calls.clear()
+    est.predict_batch(np.repeat(crops[:1, 1], 20, axis=0))  # 40 views: eight chunks of 5, not 8 + 8 + 8 + 8 + 8
+    assert sorted(n for n, _ in calls) == [5] * 8

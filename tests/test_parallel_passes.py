@@ -4,6 +4,9 @@ by two threads at once, and no deadlock when a worker itself asks for parallel w
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -47,6 +50,67 @@ def test_parallel_map_is_inline_on_one_core(monkeypatch):
     monkeypatch.setattr(threads, "concurrent_passes", lambda: 1)
     me = threading.current_thread().name
     assert threads.parallel_map(lambda _: threading.current_thread().name, range(5)) == [me] * 5
+
+
+def test_a_busy_cpu_gets_two_workers_per_core_and_an_idle_one_one(monkeypatch):
+    """pass_width: one worker per core unless at least as many other threads are runnable as there are cores;
+    AGEGENDER_OVERSUBSCRIBE=1 (OVERSUBSCRIBE) and one-core workers never oversubscribe."""
+    monkeypatch.setattr(threads, "concurrent_passes", lambda: 2)
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    for others, width in ((0, 2), (1, 2), (2, 4), (7, 4)):
+        monkeypatch.setattr(threads, "runnable_elsewhere", lambda others=others: others)
+        assert threads.pass_width() == width
+    monkeypatch.setattr(threads, "OVERSUBSCRIBE", 1)
+    assert threads.pass_width() == 2
+    monkeypatch.setattr(threads, "OVERSUBSCRIBE", 2)
+    monkeypatch.setattr(threads, "concurrent_passes", lambda: 1)
+    assert threads.pass_width() == 1
+
+
+def test_parallel_map_runs_as_many_items_at_once_as_the_width(monkeypatch):
+    """The width is the number of items in flight: four at once on a busy 2-core CPU (all four meet at a barrier),
+    never more than two on an idle one."""
+    if threads.concurrent_passes() * threads.OVERSUBSCRIBE < 4:
+        pytest.skip("fewer than four workers in this process")
+    monkeypatch.setattr(threads, "pass_width", lambda: 4)
+    barrier = threading.Barrier(4, timeout=10)
+    assert threads.parallel_map(lambda x: barrier.wait() is not None and x, range(8)) == list(range(8))
+    monkeypatch.setattr(threads, "pass_width", lambda: 2)
+    lock, now, peak = threading.Lock(), [0], [0]
+
+    def item(x):
+        with lock:
+            now[0] += 1
+            peak[0] = max(peak[0], now[0])
+        time.sleep(0.02)
+        with lock:
+            now[0] -= 1
+        return x
+
+    assert threads.parallel_map(item, range(8)) == list(range(8)) and peak[0] == 2
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="Linux /proc only")
+def test_runnable_elsewhere_sees_busy_processes_and_not_our_own_threads():
+    """Spinning processes beside us are counted (as many as the machine has cores, at least); the thread that
+    reads is ours and never counts."""
+    assert threads._running(f"/proc/self/task/{threading.get_native_id()}/stat")  # this thread, running now
+    n = (os.cpu_count() or 1) + 1
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        time.sleep(0.5)
+        seen, widths = [], []
+        for _ in range(40):
+            seen.append(threads.runnable_elsewhere())
+            widths.append(threads.pass_width())
+            time.sleep(0.01)
+        assert max(seen) >= os.cpu_count()
+        if threads.concurrent_passes() >= 2 and threads.OVERSUBSCRIBE >= 2:
+            assert max(widths) == threads.concurrent_passes() * threads.OVERSUBSCRIBE
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
 
 
 @pytest.mark.parametrize("mode", ["full", "auto"])

@@ -87,7 +87,8 @@ class _TaskDetector:
 
 
 class TaskPool:
-    """Up to ``size`` tasks of one model (default: one per core), handed out one caller at a time.
+    """Up to ``size`` tasks of one model (default: one per worker, :func:`agegender.engines.threads.pass_width`),
+    handed out one caller at a time.
 
     A MediaPipe task runs one call at a time on one core, so a detector with a single task runs its 20-30 tile
     passes over a group photo one after another while the other core idles. With a task per core the passes run
@@ -98,7 +99,7 @@ class TaskPool:
 
     def __init__(self, model_path: Path, min_score: float, source: str, size: int | None = None):
         self.source = source
-        self.size = max(1, size or thread_policy.concurrent_passes())
+        self.size = max(1, size or thread_policy.concurrent_passes() * thread_policy.OVERSUBSCRIBE)
         self._args = (model_path, min_score, source)
         self._free: "queue.LifoQueue[_TaskDetector]" = queue.LifoQueue()
         self._tasks: list[_TaskDetector] = []

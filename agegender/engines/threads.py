@@ -10,12 +10,20 @@ Measured on the 2-core machine (``benchmarks/bench_inference.py --load 2``, docs
   the pass waits for whichever thread was preempted). ``bald_guys.jpg`` end to end (144 views): 451 → 427 ms
   idle, 988 → 899 ms with two busy processes (alternating runs, 7 each).
 - Two callers sharing one engine (Streamlit sessions, the live callback, a CLI batch) took 2.34 ms per view
-  queued one pass at a time and 2.35 side by side when idle, 4.60 and 3.89 under load: so up to one pass per core
-  runs at once (a semaphore with ``cpu_count()`` slots, which also bounds the memory of many simultaneous
-  sessions); MediaPipe's detection passes take a slot too, and run on the same per-core workers.
+  queued one pass at a time and 2.35 side by side when idle, 4.60 and 3.89 under load: so passes of several
+  callers may run at once, up to a semaphore's slots (:data:`INFERENCE_SLOTS`, which also bounds the memory of
+  many simultaneous sessions); MediaPipe's detection passes take a slot too, and run on the same workers.
+- The kernel shares a busy CPU per runnable thread, so one worker per core beside two busy processes gets half of a
+  2-core machine. A call that starts while at least as many other threads are runnable as there are cores
+  (``/proc/loadavg``, less our own) runs **two workers per core** (:func:`pass_width`): its passes are independent
+  chunks with no barrier, so the extra workers cost little and take a fairer share. Fresh processes alternating on
+  the 2-core AMD EPYC Zen 5 beside two busy processes (medians of 4 rounds): ``bald_guys.jpg`` 292 → 232 ms,
+  ``t1.jpg`` 82 → 70 ms, the astronaut 37 → 30 ms; idle, four workers would cost 8-15 %, and an idle call keeps
+  one per core (135 against 135 ms; docs/performance.md).
 
-``AGEGENDER_THREADS=k`` gives every pass k intra-op threads and stops the splitting (e.g. for a GPU-less server
-that runs one request at a time on many cores).
+``AGEGENDER_OVERSUBSCRIBE=1`` keeps one worker per core (:data:`OVERSUBSCRIBE`). ``AGEGENDER_THREADS=k`` gives
+every pass k intra-op threads and stops the splitting (e.g. for a GPU-less server that runs one request at a time
+on many cores).
 """
 
 from __future__ import annotations
@@ -62,12 +70,62 @@ def batch_parts(n: int, threads: int = 1) -> list[slice]:
 
 
 def concurrent_passes() -> int:
-    """Forward passes (and detections) allowed at once in this process: one per core (see the module docstring)."""
+    """Passes (forward passes and detections) one call runs side by side on an idle CPU: one per core."""
     return max(1, cpu_count())
 
 
-INFERENCE_SLOTS = threading.BoundedSemaphore(concurrent_passes())
-"""Held around every engine call (see the module docstring)."""
+def _oversubscribe() -> int:
+    raw = os.environ.get("AGEGENDER_OVERSUBSCRIBE", "").strip()
+    return max(1, int(raw)) if raw.isdigit() else 2
+
+
+OVERSUBSCRIBE = _oversubscribe()
+"""Workers per core for a call that starts while other work is runnable (:func:`pass_width`): 2, or
+``AGEGENDER_OVERSUBSCRIBE`` read at import (1: one per core whatever the load, e.g. under a CPU quota, where more
+threads buy no larger share)."""
+
+INFERENCE_SLOTS = threading.BoundedSemaphore(concurrent_passes() * OVERSUBSCRIBE)
+"""Held around every engine call: at most two passes per core at once in this process, however many sessions call
+(see the module docstring; it also bounds their memory)."""
+
+
+def _running(path: str) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            stat = fh.read()
+    except OSError:  # the thread has ended
+        return False
+    return stat[stat.rindex(b")") + 2:][:1] == b"R"
+
+
+def runnable_elsewhere() -> int:
+    """Threads runnable on this machine right now that are not this process's: ``/proc/loadavg``'s count of
+    running threads less ours in state R (0 where it cannot be read). Ours are looked up (~15 µs a thread) only when
+    the count says anything else runs at all, so an idle machine costs one read."""
+    try:
+        with open("/proc/loadavg") as fh:
+            running = int(fh.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+    if running <= 1:
+        return 0
+    try:
+        ours = sum(_running(f"/proc/self/task/{tid}/stat") for tid in os.listdir("/proc/self/task"))
+    except OSError:
+        return 0
+    return max(0, running - max(1, ours))
+
+
+def pass_width() -> int:
+    """Passes one call runs side by side now: one per core, or :data:`OVERSUBSCRIBE` per core when at least as
+    many other threads are runnable as the machine has cores, i.e. when one worker per core would get half the CPU
+    or less (a shared CPU; see the module docstring). Fewer others are not worth it: beside one busy process on two
+    cores, two workers get 4/3 of a core and four would get 8/5, a gain about the size of what oversubscription
+    costs on an idle CPU (8-15 %). A one-core worker (``AGEGENDER_CORES=1``, a batch actor) runs inline."""
+    cores = concurrent_passes()
+    if cores < 2 or OVERSUBSCRIBE < 2:
+        return cores
+    return cores * OVERSUBSCRIBE if runnable_elsewhere() >= (os.cpu_count() or cores) else cores
 
 
 _POOL: "ThreadPoolExecutor | None" = None
@@ -84,23 +142,44 @@ def in_pool() -> bool:
     return bool(getattr(_IN_POOL, "active", False))
 
 
-def parallel_map(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
-    """``[fn(x) for x in items]`` on the process-wide worker threads, one per core, results in order.
+def parallel_map(fn: Callable[[T], R], items: Iterable[T], width: int | None = None) -> list[R]:
+    """``[fn(x) for x in items]`` on the process-wide worker threads, results in order.
 
     For native calls that use one core each and release the GIL, e.g. the detector's MediaPipe passes: one
     BlazeFace call is single-threaded (4.4 ms wall = 4.3 ms CPU for a 512 px tile here), and two tasks side by side
-    finish two calls in 4.6 ms. Items run inline when there is one core, one item, or when the caller is itself
-    one of the workers (a nested call would wait on work queued behind it). The workers are shared by every
-    caller in the process, so several sessions together still use at most one worker per core; each call inside
-    takes an :data:`INFERENCE_SLOTS` slot as well.
+    finish two calls in 4.6 ms. :func:`pass_width` workers take the items in order, each the next one when it is
+    done (a worker the OS preempts holds up only its own item). Items run inline when there is one core, one item,
+    or when the caller is itself one of the workers (a nested call would wait on work queued behind it). The
+    workers are shared by every caller in the process; each call inside takes an :data:`INFERENCE_SLOTS` slot too.
+    ``width``: the caller's own :func:`pass_width` reading, when it has already split its work by it.
     """
     items = list(items)
-    if len(items) <= 1 or concurrent_passes() <= 1 or in_pool():
+    width = 1 if in_pool() else min(len(items), width or pass_width(), concurrent_passes() * OVERSUBSCRIBE)
+    if width <= 1:
         return [fn(x) for x in items]
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=concurrent_passes(), thread_name_prefix="agegender-pass",
-                                       initializer=_mark_pool_thread)
+            _POOL = ThreadPoolExecutor(max_workers=concurrent_passes() * OVERSUBSCRIBE,
+                                       thread_name_prefix="agegender-pass", initializer=_mark_pool_thread)
         pool = _POOL
-    return list(pool.map(fn, items))
+    results: list = [None] * len(items)
+    queue = iter(enumerate(items))
+    lock = threading.Lock()
+    failed = threading.Event()
+
+    def worker() -> None:
+        while not failed.is_set():
+            with lock:
+                nxt = next(queue, None)
+            if nxt is None:
+                return
+            try:
+                results[nxt[0]] = fn(nxt[1])
+            except BaseException:
+                failed.set()  # the others stop taking items; the caller gets this exception
+                raise
+
+    for future in [pool.submit(worker) for _ in range(width)]:
+        future.result()  # re-raises a worker's exception
+    return results
