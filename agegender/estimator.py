@@ -232,7 +232,9 @@ class Estimator:
         # nothing but its own chunk. The chunks are a multiple of the workers and of near-equal size (28 views on
         # two cores: 7 + 7 + 7 + 7, not 8 + 8 + 8 + 4, which left one worker idle for four views: performance.md).
         chunked = getattr(self.engine, "parallel_chunks", False)
-        width = thread_policy.pass_width() if chunked else 1  # one reading per call: chunks and workers agree
+        # one reading per call, so that chunks and workers agree; a few views make one chunk per core at any width
+        width = (thread_policy.pass_width() if total > thread_policy.concurrent_passes()
+                 else thread_policy.concurrent_passes()) if chunked else 1
         if chunked:
             count = width * math.ceil(total / (width * CHUNK_VIEWS))
             bounds = [round(i * total / count) for i in range(count + 1)]

@@ -4,6 +4,7 @@ by two threads at once, and no deadlock when a worker itself asks for parallel w
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -58,7 +59,7 @@ def test_a_busy_cpu_gets_two_workers_per_core_and_an_idle_one_one(monkeypatch):
     monkeypatch.setattr(threads, "concurrent_passes", lambda: 2)
     monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
     for others, width in ((0, 2), (1, 2), (2, 4), (7, 4)):
-        monkeypatch.setattr(threads, "runnable_elsewhere", lambda others=others: others)
+        monkeypatch.setattr(threads, "runnable_elsewhere", lambda at_least=1, others=others: others)
         assert threads.pass_width() == width
     monkeypatch.setattr(threads, "OVERSUBSCRIBE", 1)
     assert threads.pass_width() == 2
@@ -165,3 +166,36 @@ def test_task_pool_gives_each_task_to_one_caller_at_a_time(monkeypatch):
         t.join(20)
     assert len(out) == 100 and not overlaps
     assert len(pool._tasks) == 2  # never more than its size, however many callers
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="Linux /proc only")
+def test_runnable_elsewhere_scans_our_threads_only_when_the_count_could_reach_the_question(monkeypatch):
+    """With 2 runnable threads on the machine, one of them the caller, at most 1 is another's: pass_width's
+    question (at least 2 others?) is answered without reading this process's thread states; with 5 they are read."""
+    loadavg = {"text": ""}
+    monkeypatch.setattr(threads, "open", lambda path, *a, **k: io.StringIO(loadavg["text"]), raising=False)
+    scanned = []
+    monkeypatch.setattr(threads, "_running", lambda path: scanned.append(path) or False)
+    loadavg["text"] = "0.50 0.40 0.30 2/300 12345\n"
+    assert threads.runnable_elsewhere(2) == 1 and scanned == []
+    loadavg["text"] = "4.10 3.00 2.00 5/300 12345\n"
+    assert threads.runnable_elsewhere(2) == 4 and len(scanned) == len(os.listdir("/proc/self/task"))
+
+
+def test_a_few_items_never_read_the_load(monkeypatch):
+    """No more workers than items: parallel_map of at most one item per core, and an Estimator pass of one face's two
+    views, run without pass_width's reading (it costs /proc reads per call on a one-face photo)."""
+    monkeypatch.setattr(threads, "concurrent_passes", lambda: 2)
+
+    def no_reading():
+        raise AssertionError("pass_width read for a workload of one item per core")
+
+    monkeypatch.setattr(threads, "pass_width", no_reading)
+    assert threads.parallel_map(lambda x: x * 2, [1, 2]) == [2, 4]
+    from agegender import Estimator
+
+    est = Estimator(detector="short")
+    age_probs, _ = est.predict_batch(np.zeros((1, est.input_size, est.input_size, 3), np.uint8))
+    assert age_probs.shape[0] == 1
+    with pytest.raises(AssertionError, match="pass_width read"):
+        threads.parallel_map(lambda x: x, [1, 2, 3])
