@@ -85,8 +85,8 @@ OVERSUBSCRIBE = _oversubscribe()
 threads buy no larger share)."""
 
 INFERENCE_SLOTS = threading.BoundedSemaphore(concurrent_passes() * OVERSUBSCRIBE)
-"""Held around every engine call: at most two passes per core at once in this process, however many sessions call
-(see the module docstring; it also bounds their memory)."""
+"""Held around every engine call: at most :data:`OVERSUBSCRIBE` passes per core at once in this process, however
+many sessions call (see the module docstring; it also bounds their memory)."""
 
 
 def _running(path: str) -> bool:
