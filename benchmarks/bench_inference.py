@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inference_tables import markdown  # noqa: E402
-from load import busy_load, cpu_description, loadavg  # noqa: E402
+from load import busy_load, cpu_description, loadavg, one_worker_per_core  # noqa: E402
 
 from agegender import Estimator, WeightsError, __version__  # noqa: E402
 from agegender.engines import threads as thread_policy  # noqa: E402
@@ -172,17 +172,6 @@ def bench_pipeline(images: dict[str, np.ndarray], load: int, repeats: int, warmu
                     lambda: median_ms(lambda: est.predict(rgb, keep_crops=False), repeats, warmup))})
         est.close()
     return rows
-
-
-def one_worker_per_core(measure: Callable[[], float]) -> float:
-    """``measure()`` with ``AGEGENDER_OVERSUBSCRIBE=1`` in effect: the default's alternative on a busy CPU
-    (agegender.engines.threads.pass_width), measured beside it under the same load."""
-    saved = thread_policy.OVERSUBSCRIBE
-    thread_policy.OVERSUBSCRIBE = 1
-    try:
-        return measure()
-    finally:
-        thread_policy.OVERSUBSCRIBE = saved
 
 
 def bench_consensus(images: dict[str, np.ndarray], load: int, repeats: int, warmup: int) -> list[dict]:

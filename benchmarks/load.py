@@ -13,7 +13,9 @@ import contextlib
 import multiprocessing as mp
 import os
 import time
-from typing import Iterator
+from typing import Callable, Iterator
+
+from agegender.engines import threads as thread_policy
 
 MAX_LOAD = 16
 
@@ -76,3 +78,13 @@ def cpu_description() -> str:
     extensions = [label for flag, label in named if flag in flags]
     return f"{model} ({', '.join(extensions) or 'no AVX2'})"
 
+
+def one_worker_per_core(measure: Callable[[], float]) -> float:
+    """``measure()`` with ``AGEGENDER_OVERSUBSCRIBE=1`` in effect: the default's alternative on a busy CPU
+    (agegender.engines.threads.pass_width), measured beside it under the same load."""
+    saved = thread_policy.OVERSUBSCRIBE
+    thread_policy.OVERSUBSCRIBE = 1
+    try:
+        return measure()
+    finally:
+        thread_policy.OVERSUBSCRIBE = saved
