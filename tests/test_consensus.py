@@ -229,6 +229,45 @@ def test_bundled_panel_gives_every_face_the_other_models_estimate(bundled_panel)
     assert decision.passed == all(o.passed for o in decision.opinions)
 
 
+def test_the_panels_models_run_side_by_side_and_answer_as_one_after_the_other(astronaut):
+    """Each member must be inside its own predict at the same time (a Barrier of two breaks after its timeout if
+    they ran one after the other), and the panel's faces equal the members' own, called one after the other."""
+    import threading
+
+    rgb = np.asarray(astronaut)
+    estimator = ConsensusEstimator()
+    try:
+        detections = estimator.primary.detector.detect(rgb)
+        alone = [m.predict_detections(rgb, detections, keep_crops=False) for m in estimator.members]
+        meet = threading.Barrier(len(estimator.members), timeout=20)
+        threads = set()
+        originals = [m.predict_detections for m in estimator.members]
+        for member, own in zip(estimator.members, originals):
+
+            def met(*args, own=own, **kwargs):
+                threads.add(threading.get_ident())
+                meet.wait()
+                return own(*args, **kwargs)
+
+            member.predict_detections = met
+        faces = estimator.predict(rgb, keep_crops=False)
+        assert len(threads) == len(estimator.members) == 2
+        assert len(faces) == len(alone[0]) == 1
+        for face, first, second in zip(faces, alone[0], alone[1]):
+            assert face.age == first.age and face.p_female == first.p_female
+            assert face.second_opinions[0].age == second.age and face.second_opinions[0].model == second.model
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("the second opinion failed")
+
+        estimator.members[0].predict_detections = originals[0]
+        estimator.members[1].predict_detections = broken
+        with pytest.raises(RuntimeError, match="second opinion failed"):
+            estimator.predict(rgb, keep_crops=False)
+    finally:
+        estimator.close()
+
+
 def test_the_committed_choice_is_installed_and_meets_the_bar_at_18():
     choice = json.loads((REPO / ec.REPORT / "choice.json").read_text())
     policy = consensus_policy()
