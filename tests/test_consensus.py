@@ -253,9 +253,12 @@ def test_the_panels_models_run_side_by_side_and_answer_as_one_after_the_other(as
         faces = estimator.predict(rgb, keep_crops=False)
         assert len(threads) == len(estimator.members) == 2
         assert len(faces) == len(alone[0]) == 1
+        # equal up to float rounding: a busy CPU may split a member's views into other chunk sizes
         for face, first, second in zip(faces, alone[0], alone[1]):
-            assert face.age == first.age and face.p_female == first.p_female
-            assert face.second_opinions[0].age == second.age and face.second_opinions[0].model == second.model
+            assert face.age == pytest.approx(first.age, abs=1e-4)
+            assert face.p_female == pytest.approx(first.p_female, abs=1e-6)
+            assert face.second_opinions[0].age == pytest.approx(second.age, abs=1e-4)
+            assert face.second_opinions[0].model == second.model != first.model
 
         def broken(*args, **kwargs):
             raise RuntimeError("the second opinion failed")
