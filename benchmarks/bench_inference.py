@@ -29,6 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inference_tables import markdown  # noqa: E402
 from load import busy_load, cpu_description, loadavg, one_worker_per_core  # noqa: E402
+from paired import bench_paired  # noqa: E402
 
 from agegender import Estimator, WeightsError, __version__  # noqa: E402
 from agegender.engines import threads as thread_policy  # noqa: E402
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--load", type=int, default=2, help="busy processes for the loaded pass (0: idle only)")
     parser.add_argument("--data", type=Path, default=None, help="dataset root (default: AGEGENDER_DATA)")
-    parser.add_argument("--sections", default="models,threads,detector,pipeline,consensus,peer,startup")
+    parser.add_argument("--sections", default="models,threads,detector,pipeline,consensus,peer,paired,startup")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore", UserWarning)
     sections = set(args.sections.split(","))
@@ -264,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"agegender": __version__, "python": platform.python_version(),
                     "machine": f"{platform.machine()}, {cpu_description()}, {thread_policy.cpu_count()} cores usable",
                     "repeats": args.repeats, "warmup": args.warmup, "load": args.load,
-                    "models": [], "threads": [], "detector": [], "pipeline": [], "consensus": [], "peer": [], "startup": []}
+                    "models": [], "threads": [], "detector": [], "pipeline": [], "consensus": [], "peer": [],
+                    "paired": [], "startup": []}
     t0 = time.perf_counter()
     result["auto_precision"] = auto_precision()
     for load in sorted({0, args.load}):
@@ -281,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
                 result["consensus"] += bench_consensus(images, load, args.repeats, args.warmup)
             if "peer" in sections:
                 result["peer"] += bench_peer(images, load, args.repeats, args.warmup)
+            if "paired" in sections:
+                result["paired"] += bench_paired(images, load, args.repeats, args.warmup)
             if "startup" in sections:
                 result["startup"] += bench_startup(load, max(3, args.repeats // 2))
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
