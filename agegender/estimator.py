@@ -27,7 +27,7 @@ import numpy as np
 from agegender.assurance.age_check import buffers_of
 from agegender.assurance.calibration import Calibration, apply_calibration
 from agegender.crops.chips import ChipFraming, FramedChip, frame_chip
-from agegender.crops.align import crop_face
+from agegender.crops.align import crop_faces
 from agegender.detection.detector import Detection, FaceDetector
 from agegender.engines import ENGINE_NAMES
 from agegender.engines.loader import PRECISIONS, default_model, load_model
@@ -177,8 +177,7 @@ class Estimator:
 
     def _crops(self, sources: Sequence[tuple[np.ndarray, Detection]], contexts: Sequence[float]) -> np.ndarray:
         """(N, len(contexts), S, S, 3): each (image, detection) cropped at each framing context."""
-        return np.stack([np.stack([crop_face(image, det, size=self.input_size, context=c) for c in contexts])
-                         for image, det in sources])
+        return crop_faces(sources, self.input_size, contexts)
 
     def predict_crops(self, faces: Sequence[ImageInput], framing: ChipFraming = "detect",
                       keep_crops: bool = False, scale_tta: ScaleTTA | None = None) -> list[Face]:
@@ -255,12 +254,12 @@ class Estimator:
         crop kept for display is the calibrated one."""
         if not sources:
             return []
-        middle = [crop_face(image, det, size=self.input_size, context=1.0) for image, det in sources]
+        middle = crop_faces(sources, self.input_size, (1.0,))[:, 0]
         alternate = self.flip_tta and self.outer_views == "alternate"  # two scale views (agegender.views)
         parts = []
         for i in range(0, len(sources), FACES_PER_CALL):
             chunk = sources[i:i + FACES_PER_CALL]
-            parts.append(combine_lazy(self.predict_batch, np.stack(middle[i:i + FACES_PER_CALL]), trigger,
+            parts.append(combine_lazy(self.predict_batch, middle[i:i + FACES_PER_CALL], trigger,
                                       lambda faces, chunk=chunk: self._crops([chunk[j] for j in faces], OUTER),
                                       partial(self.predict_batch, mirror=False) if alternate else None,
                                       self.gender_margin))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agegender.crops.align import ALIGN_POINTS, chip_detection, crop_face, crop_transform, load_calibration
+from agegender.crops.align import (ALIGN_POINTS, _similarity, chip_detection, crop_face, crop_faces, crop_transform,
+                                   load_calibration)
 from agegender.detection.detector import Detection
 from agegender.io.images import load_image
 
@@ -208,3 +209,30 @@ def test_chip_detection_geometry():
         # Its crop maps the chip's keypoints exactly onto the template (it *is* the calibrated framing).
         landed = apply(crop_transform(det, 128), det.keypoints[:4])
         np.testing.assert_allclose(landed, np.asarray(calib["template"][source])[:4] * 128, atol=1e-3)
+
+
+def test_similarity_is_the_least_squares_fit():
+    """The closed-form fit equals a least-squares solve of x' = a·x − b·y + tx, y' = b·x + a·y + ty over the points."""
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        src = rng.uniform(0, 500, (4, 2))
+        dst = rng.uniform(0, 160, (4, 2))
+        rows = np.concatenate([np.c_[src[:, 0], -src[:, 1], np.ones(4), np.zeros(4)],
+                               np.c_[src[:, 1], src[:, 0], np.zeros(4), np.ones(4)]])
+        expected = np.linalg.lstsq(rows, np.concatenate([dst[:, 0], dst[:, 1]]), rcond=None)[0]
+        got = _similarity([tuple(p) for p in src], [tuple(p) for p in dst])
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("size", [64, 160])
+def test_crop_faces_batches_what_crop_face_crops(size, astronaut, astronaut_reference):
+    """One batch, the same pixels as one crop_face call each (at 64 px the face is over twice the crop's size and
+    takes the intermediate warp)."""
+    det = astronaut_reference["auto"]
+    contexts = (0.9, 1.0, 1.1)
+    batch = crop_faces([(astronaut, det), (astronaut[::-1].copy(), det)], size, contexts)
+    assert batch.shape == (2, 3, size, size, 3) and batch.dtype == np.uint8
+    for j, context in enumerate(contexts):
+        np.testing.assert_array_equal(batch[0, j], crop_face(astronaut, det, size, context))
+        np.testing.assert_array_equal(batch[1, j], crop_face(astronaut[::-1].copy(), det, size, context))
+    assert not np.array_equal(batch[0, 1], batch[1, 1])

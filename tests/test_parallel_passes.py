@@ -119,12 +119,47 @@ def test_parallel_passes_find_what_serial_passes_find(mode, mosaic, detectors, m
     img, _ = mosaic
     det = detectors(mode)
     parallel = det.detect(img)
-    monkeypatch.setattr(detection, "parallel_map", lambda fn, items: [fn(x) for x in items])
+    monkeypatch.setattr(detection, "parallel_map", lambda fn, items, width=None: [fn(x) for x in items])
     serial = det.detect(img)
     assert len(parallel) == len(serial) == 6
     for a, b in zip(parallel, serial):
         assert a.box == b.box and a.score == b.score and a.source == b.source
         np.testing.assert_array_equal(a.keypoints, b.keypoints)
+
+
+def test_detection_passes_run_two_per_core_on_an_idle_cpu(astronaut, detectors, monkeypatch):
+    """The detector's MediaPipe calls wait on MediaPipe's own threads, so its passes run two per core whatever the load
+    (handoff_width), without reading it; the same faces as on one worker per core; one core runs them inline."""
+    det = detectors("auto")
+    reference = det.detect(astronaut)
+
+    def no_reading():
+        raise AssertionError("the detector read the load")
+
+    monkeypatch.setattr(threads, "pass_width", no_reading)
+    monkeypatch.setattr(threads, "concurrent_passes", lambda: 2)
+    in_flight, peak, lock = [0], [0], threading.Lock()
+    passes = []
+    original = detection.FaceDetector._run_pass
+
+    def counted(self, p):
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        try:
+            time.sleep(0.02)  # long enough for every free worker to take a pass
+            return original(self, p)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+                passes.append(p.label)
+
+    monkeypatch.setattr(detection.FaceDetector, "_run_pass", counted)
+    found = det.detect(astronaut)
+    assert len(passes) == 7 and peak[0] == 2 * threads.OVERSUBSCRIBE
+    assert [(d.box, d.score) for d in found] == [(d.box, d.score) for d in reference]
+    monkeypatch.setattr(threads, "concurrent_passes", lambda: 1)
+    assert threads.handoff_width() == 1
 
 
 def test_task_pool_gives_each_task_to_one_caller_at_a_time(monkeypatch):

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from agegender.detection.blazeface import TaskPool, _TaskDetector  # noqa: F401  (benchmarks time it)
-from agegender.engines.threads import parallel_map
+from agegender.engines.threads import handoff_width, parallel_map
 from agegender.errors import InvalidImageError
 from agegender.detection.boxes import KEYPOINT_NAMES, Detection, box_iou, face_shaped, merge_detections  # noqa: F401
 from agegender.io.limits import NATIVE_SIDE_LIMIT  # noqa: F401  (tests patch it here)
@@ -153,7 +153,8 @@ class FaceDetector:
         Safe for any array size: MediaPipe never sees a frame with a side above :data:`PASS_MAX_SIDE` (it aborts
         the process at 32,767 px, see :mod:`agegender.io.limits`); larger passes run on a downscaled copy.
         The passes (whole frame, tiles, border views) are independent MediaPipe calls of one core each, so they
-        run side by side, one per core (:func:`agegender.engines.threads.parallel_map`); only the merge waits.
+        run side by side, two per core (:func:`agegender.engines.threads.handoff_width`: a call waits on MediaPipe's
+        own threads, and the second worker fills the wait); only the merge waits.
         """
         if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             got = f"{rgb.dtype} array of shape {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
@@ -167,7 +168,7 @@ class FaceDetector:
             passes.append(_Pass("short", "whole frame", rgb))
             if self._full is not None:
                 passes += self._border_passes(rgb)
-        found = parallel_map(self._run_pass, passes)
+        found = parallel_map(self._run_pass, passes, handoff_width())
         full = [d for p, dets in zip(passes, found) if p.model == "full" for d in dets]
         candidates = list(full)
         if self._short is not None:

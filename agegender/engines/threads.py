@@ -132,6 +132,20 @@ def pass_width() -> int:
     return cores * OVERSUBSCRIBE if runnable_elsewhere(others_needed) >= others_needed else cores
 
 
+def handoff_width() -> int:
+    """Passes one call runs side by side when each pass hands its work to other threads and waits: the MediaPipe
+    detector's. :data:`OVERSUBSCRIBE` per core, idle or not (one per core on a one-core worker).
+
+    Why: a MediaPipe call goes from our worker through the task's dispatcher thread to its graph threads and back, and
+    while those hand-overs wake each other the core waits (19 % of the 2-core AMD EPYC Zen 5 sat idle through
+    ``bald_guys.jpg``'s 33 calls on one worker per core). A second worker per core fills those waits: detection
+    alternating in one process (20 rounds, idle), one / two workers per core, 21.4 / 19.1 ms on ``t1.jpg``, 7.9 / 7.1
+    ms on the astronaut, 57.0 / 55.6 ms on ``bald_guys.jpg``, at the same CPU time (docs/performance.md). The network's
+    passes run on one thread with no hand-overs, and keep :func:`pass_width`."""
+    cores = concurrent_passes()
+    return cores if cores < 2 else cores * OVERSUBSCRIBE
+
+
 _POOL: "ThreadPoolExecutor | None" = None
 _POOL_LOCK = threading.Lock()
 _IN_POOL = threading.local()
