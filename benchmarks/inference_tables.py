@@ -37,7 +37,7 @@ def markdown(result: dict) -> str:
                                              "ratio_panel_single", "ratio_panel_peer"]))
     parts.append("Timed in rotation, call by call (benchmarks/paired.py; the ratios the speed bars read):\n\n" + table(
         result.get("paired", []), ["load", "loadavg", "image", "ms_ours", "ms_panel", "ms_peer", "ratio_ours_peer",
-                                   "ratio_panel_peer"]))
+                                   "ratio_panel_peer", "cpu_ms_ours", "cpu_ms_panel", "cpu_ms_peer"]))
     parts.append(table(result["startup"], ["load", "loadavg", "case", "s"]))
     parts.append(f"Peak RSS {result['peak_rss_mb']:.0f} MB (both backbones in both engines, all detectors, the "
                  f"peer).")
