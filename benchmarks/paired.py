@@ -26,7 +26,7 @@ from agegender import Estimator
 SETTLE_S = 0.2
 
 
-def rotated_ms(calls: dict[str, Callable[[], object]], repeats: int, warmup: int,
+def rotated_times(calls: dict[str, Callable[[], object]], repeats: int, warmup: int,
                settle_s: float = SETTLE_S) -> dict[str, tuple[float, float]]:
     """(median ms, median CPU ms of this process) of each call, the calls run once per round, each round starting one
     call later than the last, each timed call after ``settle_s`` seconds of pause (see the module docstring).
@@ -62,7 +62,7 @@ def bench_paired(images: dict[str, np.ndarray], load: int, repeats: int, warmup:
     ours, panel, peer = Estimator(), ConsensusEstimator(), AgeAndGender()
     rows = []
     for name, rgb in images.items():
-        times = rotated_ms({"ours": lambda: ours.predict(rgb, keep_crops=False),
+        times = rotated_times({"ours": lambda: ours.predict(rgb, keep_crops=False),
                             "panel": lambda: panel.predict(rgb, keep_crops=False),
                             "peer": lambda: peer.predict(rgb)}, repeats, warmup)
         ms = {k: wall for k, (wall, _) in times.items()}
